@@ -1,0 +1,17 @@
+"""kube-hardway: a Kubernetes cluster from the official binaries on SSH-reachable hosts.
+
+Thin on purpose: read and validate the stack config, build the components, export.
+"""
+import pulumi
+
+from components import config
+from components.cluster import build
+
+cfg = config.from_pulumi()  # raises ConfigError listing every problem before any resource exists
+cluster = build(cfg)
+
+pulumi.export("apiEndpoint", cluster.control_plane.endpoint)
+pulumi.export("etcdEndpoints", cluster.etcd.client_urls)
+pulumi.export("nodes", [h.name for h in cfg.workers])
+pulumi.export("caCertificate", cluster.pki.ca.cert_pem)
+pulumi.export("kubeconfig", cluster.control_plane.admin_kubeconfig)  # secret

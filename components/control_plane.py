@@ -1,0 +1,170 @@
+"""ControlPlane: kube-apiserver, kube-controller-manager, kube-scheduler on every control-plane
+host (seeds 001, 004), the API endpoint (single host, or the HA VIP), the admin kubeconfig, and
+what kubelets need to join: the bootstrap-token Secret and the RBAC bindings of seed 004.
+
+Order: etcd healthy -> every apiserver ready (/readyz, locally) -> controller-manager and
+scheduler healthy -> the endpoint answers /readyz (through the VIP when HA) -> join RBAC.
+"""
+from __future__ import annotations
+
+from typing import Mapping, Optional
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from .config import ClusterConfig
+from .etcd import EtcdCluster
+from .host import Host
+from .kubeconfig import kubeconfig
+from .loadbalancer import ApiLoadBalancer
+from .pki import Pki
+from .remote import RemoteFile, Step, render, script
+
+SSL = "/opt/kubernetes/ssl"
+CFG = "/opt/kubernetes/cfg"
+UNIT = "/etc/systemd/system"
+
+
+def ca_files(cfg: ClusterConfig, pki: Pki, roles: tuple[str, ...]) -> list[RemoteFile]:
+    """Trust anchors a host's Kubernetes services read (installed by its `binaries` step)."""
+    files = []
+    if "control-plane" in roles or "worker" in roles:
+        files.append(RemoteFile(f"{SSL}/ca.pem", pki.ca.cert_pem))
+    if "control-plane" in roles:
+        files += [RemoteFile(f"{SSL}/etcd-ca.pem", pki.etcd_ca.cert_pem),
+                  RemoteFile(f"{SSL}/front-proxy-ca.pem", pki.front_proxy_ca.cert_pem)]
+    return files
+
+
+class ControlPlane(pulumi.ComponentResource):
+    def __init__(self, name: str, cfg: ClusterConfig, pki: Pki, hosts: Mapping[str, Host], etcd: EtcdCluster,
+                 opts: Optional[pulumi.ResourceOptions] = None):
+        super().__init__("khw:index:ControlPlane", name, None, opts)
+        self.endpoint = cfg.api_endpoint
+        k8s_version = cfg.versions.kubernetes
+        local = lambda port: f"https://127.0.0.1:{port}"  # noqa: E731 - components talk to their local apiserver
+        self.apiservers: dict[str, Step] = {}
+        self.controller_managers: dict[str, Step] = {}
+        self.schedulers: dict[str, Step] = {}
+        for h in cfg.control_planes:
+            host = hosts[h.name]
+            trust = {f.path: f for f in host.ca_files}
+            sa_key = RemoteFile(f"{SSL}/sa.key", pki.service_account_key_pem, "0600")
+            api = Step(
+                f"{h.name}-kube-apiserver", h, step="kube-apiserver",
+                files=[
+                    RemoteFile(f"{SSL}/apiserver.pem", pki.apiserver.cert_pem),
+                    RemoteFile(f"{SSL}/apiserver-key.pem", pki.apiserver.key_pem, "0600"),
+                    RemoteFile(f"{SSL}/apiserver-kubelet-client.pem", pki.apiserver_kubelet_client.cert_pem),
+                    RemoteFile(f"{SSL}/apiserver-kubelet-client-key.pem", pki.apiserver_kubelet_client.key_pem,
+                               "0600"),
+                    RemoteFile(f"{SSL}/apiserver-etcd-client.pem", pki.apiserver_etcd_client.cert_pem),
+                    RemoteFile(f"{SSL}/apiserver-etcd-client-key.pem", pki.apiserver_etcd_client.key_pem, "0600"),
+                    RemoteFile(f"{SSL}/front-proxy-client.pem", pki.front_proxy_client.cert_pem),
+                    RemoteFile(f"{SSL}/front-proxy-client-key.pem", pki.front_proxy_client.key_pem, "0600"),
+                    sa_key,
+                    RemoteFile(f"{SSL}/sa.pub", pki.service_account_pub_pem),
+                    RemoteFile(f"{CFG}/kube-apiserver.conf", render(
+                        "kube-apiserver.conf", ip=h.internal_address, port=cfg.api.port,
+                        etcd_servers=",".join(etcd.client_urls), service_cidr=cfg.network.service_cidr,
+                        cluster_domain=cfg.network.cluster_domain)),
+                    RemoteFile(f"{UNIT}/kube-apiserver.service", render("kube-apiserver.service")),
+                ],
+                watch=[trust[f"{SSL}/ca.pem"], trust[f"{SSL}/etcd-ca.pem"], trust[f"{SSL}/front-proxy-ca.pem"],
+                       RemoteFile("/opt/kubernetes/bin/kube-apiserver", k8s_version)],
+                script_name="kube-apiserver.sh", units=["kube-apiserver.service"], env={"KHW_PORT": str(cfg.api.port)},
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[host.binaries, etcd.healthy]))
+            self.apiservers[h.name] = api
+
+            kcm_kubeconfig = kubeconfig(cfg.cluster_name, local(cfg.api.port), pki.ca.cert_pem,
+                                        "system:kube-controller-manager", pki.controller_manager.cert_pem,
+                                        pki.controller_manager.key_pem)
+            self.controller_managers[h.name] = Step(
+                f"{h.name}-kube-controller-manager", h, step="kube-controller-manager",
+                files=[
+                    RemoteFile(f"{SSL}/ca-key.pem", pki.ca.key_pem, "0600"),
+                    RemoteFile(f"{CFG}/kube-controller-manager.kubeconfig", kcm_kubeconfig, "0600"),
+                    RemoteFile(f"{CFG}/kube-controller-manager.conf", render(
+                        "kube-controller-manager.conf", cluster_name=cfg.cluster_name,
+                        pod_cidr=cfg.network.pod_cidr, node_cidr_mask_size=cfg.network.node_cidr_mask_size,
+                        service_cidr=cfg.network.service_cidr, signing_duration=f"{cfg.cert_validity_hours}h")),
+                    RemoteFile(f"{UNIT}/kube-controller-manager.service", render("kube-controller-manager.service")),
+                ],
+                watch=[trust[f"{SSL}/ca.pem"], sa_key,
+                       RemoteFile("/opt/kubernetes/bin/kube-controller-manager", k8s_version)],
+                script_name="kube-controller-manager.sh", units=["kube-controller-manager.service"],
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[api]))
+
+            sched_kubeconfig = kubeconfig(cfg.cluster_name, local(cfg.api.port), pki.ca.cert_pem,
+                                          "system:kube-scheduler", pki.scheduler.cert_pem, pki.scheduler.key_pem)
+            self.schedulers[h.name] = Step(
+                f"{h.name}-kube-scheduler", h, step="kube-scheduler",
+                files=[
+                    RemoteFile(f"{CFG}/kube-scheduler.kubeconfig", sched_kubeconfig, "0600"),
+                    RemoteFile(f"{CFG}/kube-scheduler.conf", render("kube-scheduler.conf")),
+                    RemoteFile(f"{UNIT}/kube-scheduler.service", render("kube-scheduler.service")),
+                ],
+                watch=[RemoteFile("/opt/kubernetes/bin/kube-scheduler", k8s_version)],
+                script_name="kube-scheduler.sh", units=["kube-scheduler.service"],
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[api]))
+
+        self.load_balancer = None
+        ready_deps: list[pulumi.Resource] = [*self.apiservers.values(), *self.controller_managers.values(),
+                                             *self.schedulers.values()]
+        if cfg.ha:
+            self.load_balancer = ApiLoadBalancer("api-lb", cfg, hosts, opts=pulumi.ResourceOptions(parent=self))
+            ready_deps += list(self.load_balancer.steps.values())
+        first = cfg.control_planes[0]
+        # the endpoint every client uses answers, verified against the cluster CA
+        self.ready = Step(f"{first.name}-api-ready", first, step="api-ready", script_name="api-ready.sh",
+                          env={"KHW_ENDPOINT": self.endpoint},
+                          opts=pulumi.ResourceOptions(parent=self, depends_on=ready_deps))
+
+        self.admin_kubeconfig = kubeconfig(cfg.cluster_name, self.endpoint, pki.ca.cert_pem, "admin",
+                                           pki.admin.cert_pem, pki.admin.key_pem)
+        self.provider = k8s.Provider("admin", kubeconfig=self.admin_kubeconfig,
+                                     enable_server_side_apply=True,
+                                     opts=pulumi.ResourceOptions(parent=self, depends_on=[self.ready]))
+        self.join = self._bootstrap_rbac(cfg, pki)
+        self.register_outputs({"endpoint": self.endpoint})
+
+    def _bootstrap_rbac(self, cfg: ClusterConfig, pki: Pki) -> list[pulumi.Resource]:
+        """Seed 004's bindings, for bootstrap *tokens* (group system:bootstrappers) instead of
+        token.csv: the token may ask for a node client cert, that request is approved
+        automatically, and nodes may renew their own certificates."""
+        opts = pulumi.ResourceOptions(parent=self, provider=self.provider, depends_on=[self.ready])
+        data = {"token-id": pki.bootstrap_token_id, "token-secret": pki.bootstrap_token_secret,
+                "usage-bootstrap-authentication": "true", "usage-bootstrap-signing": "true",
+                "auth-extra-groups": "system:bootstrappers:kube-hardway",
+                "description": "kubelet TLS bootstrap token managed by kube-hardway"}
+        if cfg.bootstrap_token_ttl_hours:
+            import datetime
+            # a fixed expiry would differ on every run; TTL is measured from the first `pulumi up`
+            data["expiration"] = (datetime.datetime.now(datetime.timezone.utc)
+                                  + datetime.timedelta(hours=cfg.bootstrap_token_ttl_hours)).strftime(
+                "%Y-%m-%dT%H:%M:%SZ")
+        secret = k8s.core.v1.Secret(
+            "bootstrap-token", type="bootstrap.kubernetes.io/token",
+            metadata=k8s.meta.v1.ObjectMetaArgs(
+                name=pki.bootstrap_token_id.apply(lambda i: f"bootstrap-token-{i}"), namespace="kube-system"),
+            string_data=data, opts=pulumi.ResourceOptions.merge(
+                opts, pulumi.ResourceOptions(ignore_changes=["stringData.expiration"])))
+
+        def crb(name: str, role: str, kind: str, subject: str) -> k8s.rbac.v1.ClusterRoleBinding:
+            return k8s.rbac.v1.ClusterRoleBinding(
+                name, metadata=k8s.meta.v1.ObjectMetaArgs(name=f"kube-hardway:{name}"),
+                role_ref=k8s.rbac.v1.RoleRefArgs(api_group="rbac.authorization.k8s.io", kind="ClusterRole",
+                                                 name=role),
+                subjects=[k8s.rbac.v1.SubjectArgs(kind=kind, name=subject, api_group="rbac.authorization.k8s.io")],
+                opts=opts)
+
+        return [
+            secret,
+            crb("kubelet-bootstrap", "system:node-bootstrapper", "Group", "system:bootstrappers"),
+            crb("node-autoapprove-bootstrap", "system:certificates.k8s.io:certificatesigningrequests:nodeclient",
+                "Group", "system:bootstrappers"),
+            crb("node-autoapprove-certificate-rotation",
+                "system:certificates.k8s.io:certificatesigningrequests:selfnodeclient", "Group", "system:nodes"),
+            # the apiserver's client cert for `kubectl logs/exec` (kubelet API)
+            crb("apiserver-kubelet-client", "system:kubelet-api-admin", "User", "kube-apiserver-kubelet-client"),
+        ]

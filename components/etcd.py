@@ -1,0 +1,51 @@
+"""EtcdCluster: the external, TLS-only etcd cluster of seed 004.
+
+Per member one `etcd` step (certs, config, unit, the snapshot helper) on every etcd host in
+parallel; then one `etcd-health` step that waits until every member answers healthy over TLS.
+"""
+from __future__ import annotations
+
+from typing import Mapping, Optional
+
+import pulumi
+
+from .config import ClusterConfig
+from .host import Host
+from .pki import Pki
+from .remote import RemoteFile, Step, render, script
+
+
+class EtcdCluster(pulumi.ComponentResource):
+    def __init__(self, name: str, cfg: ClusterConfig, pki: Pki, hosts: Mapping[str, Host],
+                 opts: Optional[pulumi.ResourceOptions] = None):
+        super().__init__("khw:index:EtcdCluster", name, None, opts)
+        members = cfg.etcd_hosts
+        initial = ",".join(f"{h.name}=https://{h.internal_address}:2380" for h in members)
+        self.members: dict[str, Step] = {}
+        for h in members:
+            server, peer = pki.etcd_server[h.name], pki.etcd_peer[h.name]
+            files = [
+                RemoteFile("/opt/etcd/ssl/ca.pem", pki.etcd_ca.cert_pem),
+                RemoteFile("/opt/etcd/ssl/server.pem", server.cert_pem),
+                RemoteFile("/opt/etcd/ssl/server-key.pem", server.key_pem, "0600"),
+                RemoteFile("/opt/etcd/ssl/peer.pem", peer.cert_pem),
+                RemoteFile("/opt/etcd/ssl/peer-key.pem", peer.key_pem, "0600"),
+                RemoteFile("/opt/etcd/cfg/etcd.conf", render(
+                    "etcd.conf", name=h.name, ip=h.internal_address, initial_cluster=initial,
+                    cluster_token=f"{cfg.cluster_name}-etcd")),
+                RemoteFile("/etc/systemd/system/etcd.service", render("etcd.service")),
+                RemoteFile("/opt/etcd/bin/etcd-snapshot", script("etcd-snapshot.sh"), "0755"),
+            ]
+            self.members[h.name] = Step(
+                f"{h.name}-etcd", h, step="etcd", files=files, script_name="etcd.sh",
+                teardown=script("etcd-remove.sh"), units=["etcd.service"],
+                watch=[RemoteFile("/opt/etcd/bin/etcd", cfg.versions.etcd)],
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[hosts[h.name].binaries]))
+
+        self.client_urls = cfg.etcd_client_urls
+        first = members[0]
+        self.healthy = Step(
+            f"{first.name}-etcd-health", first, step="etcd-health", script_name="etcd-health.sh",
+            env={"KHW_ENDPOINTS": ",".join(self.client_urls)},
+            opts=pulumi.ResourceOptions(parent=self, depends_on=list(self.members.values())))
+        self.register_outputs({"client_urls": self.client_urls})

@@ -1,0 +1,77 @@
+"""Host: connection, preflight and preparation (seeds 000/003/004), then binaries.
+
+Two steps per host, each one SSH round trip:
+- `prep`: preflight (OS, arch, cgroups, tools, ports) then swap off, SELinux permissive,
+  sysctls, kernel modules, hostname, /etc/hosts, time sync, firewall;
+- `binaries`: the release artifacts this host's roles need, downloaded once from the mirror,
+  verified by sha256, plus the CA certificates its services trust.
+"""
+from __future__ import annotations
+
+import base64
+from typing import Optional, Sequence
+
+import pulumi
+
+from . import artifacts
+from .config import ClusterConfig, Host as HostSpec
+from .remote import RemoteFile, Step, render, script
+
+IPVS_MODULES = ["ip_vs", "ip_vs_rr", "ip_vs_wrr", "ip_vs_sh", "nf_conntrack"]
+
+
+def ports_for(cfg: ClusterConfig, h: HostSpec) -> list[str]:
+    """"port:process,..." specs that preflight checks (free, or already ours on a re-run)."""
+    ports = []
+    if h.has("etcd"):
+        ports += ["2379:etcd", "2380:etcd"]
+    if h.has("control-plane"):
+        ports += [f"{cfg.api.port}:kube-apiserver", "10257:kube-controller", "10259:kube-scheduler"]
+    if h.has("worker"):
+        ports += ["10250:kubelet", "10256:kube-proxy"]
+    if h.has("loadbalancer"):
+        ports += [f"{cfg.api.lb_port}:nginx"]
+    return ports
+
+
+def modules_for(cfg: ClusterConfig) -> list[str]:
+    return ["overlay", "br_netfilter"] + (IPVS_MODULES if cfg.network.kube_proxy_mode == "ipvs" else [])
+
+
+class Host(pulumi.ComponentResource):
+    """One machine of the stack: prepared, with its binaries installed."""
+
+    def __init__(self, name: str, cfg: ClusterConfig, spec: HostSpec, ca_files: Sequence[RemoteFile],
+                 opts: Optional[pulumi.ResourceOptions] = None):
+        super().__init__("khw:index:Host", name, None, opts)
+        self.spec = spec
+        mods = modules_for(cfg)
+        ipv6 = ("# seed 004 turns IPv6 off (hostPrep.disableIpv6)\nnet.ipv6.conf.all.disable_ipv6 = 1\n"
+                "net.ipv6.conf.default.disable_ipv6 = 1" if cfg.host_prep.disable_ipv6 else "")
+        hosts_block = "\n".join(f"{h.internal_address} {h.name}" for h in cfg.hosts)
+        self.prep = Step(
+            f"{name}-prep", spec, step="prep",
+            files=[
+                RemoteFile("/etc/sysctl.d/99-kubernetes.conf", render("sysctl-kubernetes.conf", ipv6_lines=ipv6)),
+                RemoteFile("/etc/modules-load.d/kubernetes.conf", render(
+                    "modules-load-kubernetes.conf", modules="\n".join(mods),
+                    ipvs_comment=", ip_vs* for kube-proxy mode ipvs (seed 004)" if len(mods) > 2 else "")),
+            ],
+            script_name="host-prep.sh", teardown=script("host-prep-remove.sh"),
+            env={"KHW_ARCH": spec.arch, "KHW_PORTS": " ".join(ports_for(cfg, spec)),
+                 "KHW_MODULES": " ".join(mods),
+                 "KHW_HOSTS_BLOCK": base64.b64encode(hosts_block.encode()).decode()
+                 if cfg.host_prep.manage_etc_hosts else "",
+                 "KHW_DISABLE_FIREWALL": str(cfg.host_prep.disable_firewall).lower(),
+                 "KHW_TIME_SYNC": str(cfg.host_prep.time_sync).lower()},
+            opts=pulumi.ResourceOptions(parent=self))
+
+        self.artifacts = artifacts.for_host(cfg, spec)
+        self.binaries = Step(
+            f"{name}-binaries", spec, step="binaries", files=list(ca_files),
+            script_name="binaries.sh", teardown=script("binaries-remove.sh")
+            + "\nkhw_remove " + " ".join(artifacts.installed_paths(self.artifacts)),
+            env={"KHW_ARTIFACTS": artifacts.spec_lines(self.artifacts)},
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.prep]))
+        self.ca_files = list(ca_files)
+        self.register_outputs({"address": spec.address, "roles": list(spec.roles)})

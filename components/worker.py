@@ -1,0 +1,104 @@
+"""WorkerNode: containerd + runc + CNI plugins, kubelet (TLS bootstrapping), kube-proxy.
+
+kubelet joins with the bootstrap token (seed 004): its first CSR is approved by the
+auto-approval bindings, the client certificate then rotates by itself. Its serving
+certificate is issued by the cluster CA (pulumi-tls) so clients can verify it.
+Control-plane hosts can be workers too (give them a NoSchedule taint to keep workloads off).
+"""
+from __future__ import annotations
+
+import json
+from typing import Optional, Sequence
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from .config import ClusterConfig, Host as HostSpec
+from .control_plane import CFG, SSL, UNIT, ControlPlane
+from .host import Host
+from .kubeconfig import kubeconfig
+from .pki import Pki
+from .remote import RemoteFile, Step, render, script
+
+# labels a kubelet may not set on itself (NodeRestriction); the program applies them instead
+RESTRICTED_PREFIXES = ("node-role.kubernetes.io/", "node-restriction.kubernetes.io/")
+
+
+def taints_yaml(taints: Sequence[str]) -> str:
+    out = []
+    for t in taints:
+        kv, effect = t.rsplit(":", 1)
+        key, _, value = kv.partition("=")
+        out.append({"key": key, "value": value, "effect": effect} if value else {"key": key, "effect": effect})
+    return json.dumps(out)  # JSON is YAML
+
+
+def split_labels(labels: dict) -> tuple[dict, dict]:
+    """(labels the kubelet sets at registration, labels applied through the API)."""
+    own = {k: v for k, v in labels.items() if not k.startswith(RESTRICTED_PREFIXES)}
+    api = {k: v for k, v in labels.items() if k.startswith(RESTRICTED_PREFIXES)}
+    return own, api
+
+
+class WorkerNode(pulumi.ComponentResource):
+    def __init__(self, name: str, cfg: ClusterConfig, spec: HostSpec, pki: Pki, host: Host, cp: ControlPlane,
+                 opts: Optional[pulumi.ResourceOptions] = None):
+        super().__init__("khw:index:WorkerNode", name, None, opts)
+        v = cfg.versions
+        ca = next(f for f in host.ca_files if f.path == f"{SSL}/ca.pem")
+        self.containerd = Step(
+            f"{spec.name}-containerd", spec, step="containerd",
+            files=[
+                RemoteFile("/etc/containerd/config.toml", render(
+                    "containerd-config.toml", sandbox_image=cfg.image(cfg.images.pause))),
+                RemoteFile(f"{UNIT}/containerd.service", render("containerd.service")),
+            ],
+            watch=[RemoteFile("/usr/local/bin/containerd", v.containerd), RemoteFile("/usr/local/sbin/runc", v.runc)],
+            script_name="containerd.sh", teardown=script("containerd-remove.sh"), units=["containerd.service"],
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[host.binaries]))
+
+        own_labels, api_labels = split_labels(dict(spec.labels))
+        serving = pki.kubelet_serving[spec.name]
+        bootstrap = kubeconfig(cfg.cluster_name, cp.endpoint, pki.ca.cert_pem, "kubelet-bootstrap",
+                               token=pki.bootstrap_token)
+        self.kubelet = Step(
+            f"{spec.name}-kubelet", spec, step="kubelet",
+            files=[
+                RemoteFile(f"{SSL}/kubelet.pem", serving.cert_pem),
+                RemoteFile(f"{SSL}/kubelet-key.pem", serving.key_pem, "0600"),
+                RemoteFile(f"{CFG}/bootstrap.kubeconfig", bootstrap, "0600"),
+                RemoteFile(f"{CFG}/kubelet.conf", render(
+                    "kubelet.conf", name=spec.name, ip=spec.internal_address,
+                    node_labels=",".join(f"{k}={v}" for k, v in sorted(own_labels.items())))),
+                RemoteFile(f"{CFG}/kubelet-config.yaml", render(
+                    "kubelet-config.yaml", cluster_dns=cfg.network.cluster_dns,
+                    cluster_domain=cfg.network.cluster_domain, taints=taints_yaml(spec.taints),
+                    resolv_conf="/etc/resolv.conf")),
+                RemoteFile(f"{UNIT}/kubelet.service", render("kubelet.service")),
+            ],
+            watch=[ca, RemoteFile("/opt/kubernetes/bin/kubelet", v.kubernetes)],
+            script_name="kubelet.sh", teardown=script("kubelet-remove.sh"), units=["kubelet.service"],
+            env={"KHW_ENDPOINT": cp.endpoint, "KHW_NODE": spec.name},
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.containerd, cp.ready, *cp.join]))
+
+        proxy_kubeconfig = kubeconfig(cfg.cluster_name, cp.endpoint, pki.ca.cert_pem, "system:kube-proxy",
+                                      pki.kube_proxy.cert_pem, pki.kube_proxy.key_pem)
+        self.kube_proxy = Step(
+            f"{spec.name}-kube-proxy", spec, step="kube-proxy",
+            files=[
+                RemoteFile(f"{CFG}/kube-proxy.kubeconfig", proxy_kubeconfig, "0600"),
+                RemoteFile(f"{CFG}/kube-proxy-config.yaml", render(
+                    "kube-proxy-config.yaml", pod_cidr=cfg.network.pod_cidr, name=spec.name,
+                    mode=cfg.network.kube_proxy_mode)),
+                RemoteFile(f"{UNIT}/kube-proxy.service", render("kube-proxy.service")),
+            ],
+            watch=[RemoteFile("/opt/kubernetes/bin/kube-proxy", v.kubernetes)],
+            script_name="kube-proxy.sh", teardown=script("kube-proxy-remove.sh"), units=["kube-proxy.service"],
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[host.binaries, cp.ready, self.kubelet]))
+
+        self.ready: list[pulumi.Resource] = [self.kubelet, self.kube_proxy]
+        if api_labels:  # e.g. node-role.kubernetes.io/worker (seed 003), after the node registered
+            self.ready.append(k8s.core.v1.NodePatch(
+                f"{spec.name}-labels", metadata=k8s.meta.v1.ObjectMetaPatchArgs(name=spec.name, labels=api_labels),
+                opts=pulumi.ResourceOptions(parent=self, provider=cp.provider, depends_on=[self.kubelet])))
+        self.register_outputs({"node": spec.name})

@@ -1,0 +1,37 @@
+# Step "api-lb": nginx (stream) + keepalived in front of the apiservers (seed 004).
+# Env: KHW_VRRP_INTERFACE (empty = detect), KHW_IP
+pkgs=""
+command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || pkgs="$pkgs nginx"
+command -v keepalived >/dev/null || [ -x /usr/sbin/keepalived ] || pkgs="$pkgs keepalived"
+if [ -n "$pkgs" ]; then
+  khw_log "installing$pkgs from the host's package repositories"
+  # shellcheck disable=SC2086
+  if command -v apt-get >/dev/null; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q $pkgs >/dev/null || khw_die "apt-get install$pkgs failed"
+    [ ! -e /etc/debian_version ] || apt-get install -y -q libnginx-mod-stream >/dev/null 2>&1 || true
+  elif command -v dnf >/dev/null; then dnf install -y -q $pkgs nginx-mod-stream || khw_die "dnf install$pkgs failed"
+  elif command -v yum >/dev/null; then yum install -y -q $pkgs nginx-mod-stream || khw_die "yum install$pkgs failed"
+  else khw_die "install$pkgs first: no apt-get, dnf or yum here"; fi
+  mkdir -p /var/lib/kube-hardway
+  # shellcheck disable=SC2086
+  printf '%s\n' $pkgs >> /var/lib/kube-hardway/lb-packages
+fi
+# the stream module is dynamic on most distributions
+mod=$(find /usr/lib/nginx/modules /usr/lib64/nginx/modules -name ngx_stream_module.so 2>/dev/null | head -1)
+want=""; [ -z "$mod" ] || want="load_module $mod;"
+if [ "$(cat /etc/kube-hardway/lb/nginx-modules.conf 2>/dev/null)" != "$want" ]; then
+  printf '%s\n' "$want" > /etc/kube-hardway/lb/nginx-modules.conf; KHW_CHANGED+=(/etc/kube-hardway/lb/nginx-modules.conf)
+fi
+iface=${KHW_VRRP_INTERFACE:-$(ip -o -4 addr show | awk -v ip="$KHW_IP" '{split($4, a, "/")} a[1]==ip {print $2; exit}')}
+[ -n "$iface" ] || khw_die "no interface holds $KHW_IP; set api.vrrpInterface"
+conf=$(sed "s/@VRRP_INTERFACE@/$iface/" /etc/kube-hardway/lb/keepalived.conf.in)
+if [ "$(cat /etc/kube-hardway/lb/keepalived.conf 2>/dev/null)" != "$conf" ]; then
+  printf '%s\n' "$conf" > /etc/kube-hardway/lb/keepalived.conf
+  chmod 600 /etc/kube-hardway/lb/keepalived.conf
+  KHW_CHANGED+=(/etc/kube-hardway/lb/keepalived.conf)
+fi
+khw_service kube-apiserver-lb.service /etc/kube-hardway/lb/nginx
+khw_service kube-apiserver-vip.service /etc/kube-hardway/lb/keepalived /etc/kube-hardway/lb/check-apiserver.sh
+khw_wait 60 "nginx listening" systemctl is-active kube-apiserver-lb.service
+khw_wait 60 "keepalived running" systemctl is-active kube-apiserver-vip.service
+khw_log "API load balancer running on $iface"

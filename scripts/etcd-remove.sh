@@ -1,0 +1,2 @@
+# Teardown of step "etcd": the data goes with the member.
+rm -rf /var/lib/etcd

@@ -1,0 +1,11 @@
+# Step "kubelet": join with the bootstrap token (TLS bootstrapping, seed 004): the first start
+# sends a CSR, kube-controller-manager signs it (auto-approval bindings), the node registers.
+# Env: KHW_ENDPOINT KHW_NODE
+mkdir -p /var/lib/kubelet /opt/kubernetes/ssl/kubelet /opt/kubernetes/logs
+khw_service kubelet.service /var/lib/kube-hardway/ /opt/kubernetes/cfg/kubelet /opt/kubernetes/cfg/bootstrap.kubeconfig /opt/kubernetes/ssl/
+cert=/opt/kubernetes/ssl/kubelet/kubelet-client-current.pem
+export KHW_UNIT=kubelet.service
+khw_wait 180 "kubelet client certificate (CSR approval)" test -s "$cert"
+khw_wait 120 "node $KHW_NODE registered" curl -fsS --max-time 5 --cacert /opt/kubernetes/ssl/ca.pem \
+  --cert "$cert" --key "$cert" "$KHW_ENDPOINT/api/v1/nodes/$KHW_NODE" -o /dev/null
+khw_log "node $KHW_NODE registered"

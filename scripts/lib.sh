@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# Shared helpers, prepended to every remote step (see components/remote.py).
+# A step is one SSH round trip: this library, the step's files (base64) and the step script.
+# Files are written only when their content or mode differs, so a re-run changes nothing
+# and services restart only when one of their own files changed.
+set -euo pipefail
+export PATH=/opt/kubernetes/bin:/opt/etcd/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+
+KHW_CHANGED=()
+
+khw_log() { printf '[%s %s] %s\n' "${KHW_HOST:-?}" "${KHW_STEP:-?}" "$*"; }
+khw_die() { printf '[%s %s] ERROR: %s\n' "${KHW_HOST:-?}" "${KHW_STEP:-?}" "$*" >&2; exit 1; }
+
+# khw_put PATH MODE BASE64: install a file atomically when its content or mode differ.
+khw_put() {
+  local path=$1 mode=$2 data=$3 tmp
+  mkdir -p "$(dirname "$path")"
+  tmp=$(mktemp "$(dirname "$path")/.khw.XXXXXX")
+  printf '%s' "$data" | base64 -d > "$tmp"
+  chmod "$mode" "$tmp"
+  if [ -f "$path" ] && cmp -s "$tmp" "$path" && [ "$(stat -c %a "$path")" = "${mode#0}" ]; then
+    rm -f "$tmp"; return 0
+  fi
+  mv -f "$tmp" "$path"
+  KHW_CHANGED+=("$path")
+  khw_log "wrote $path"
+}
+
+# khw_changed [PREFIX...]: true when any file written by this run starts with a prefix.
+khw_changed() {
+  local p c
+  [ "${#KHW_CHANGED[@]}" -gt 0 ] || return 1
+  [ "$#" -gt 0 ] || return 0
+  for c in "${KHW_CHANGED[@]}"; do
+    for p in "$@"; do case "$c" in "$p"*) return 0 ;; esac; done
+  done
+  return 1
+}
+
+# khw_service UNIT [PREFIX...]: enable the unit; restart it when its files changed, else
+# just make sure it runs. --no-block: etcd (Type=notify) only reports ready with quorum.
+khw_service() {
+  local unit=$1; shift
+  if khw_changed "/etc/systemd/system/$unit"; then systemctl daemon-reload; fi
+  systemctl enable "$unit" >/dev/null 2>&1 || systemctl enable "$unit"
+  if khw_changed "/etc/systemd/system/$unit" "$@"; then
+    khw_log "restarting $unit"
+    systemctl restart --no-block "$unit"
+  elif ! systemctl is-active --quiet "$unit"; then
+    khw_log "starting $unit"
+    systemctl start --no-block "$unit"
+  fi
+}
+
+# khw_wait TIMEOUT_S WHAT CMD...: poll CMD until it succeeds; fail with WHAT, the last output
+# and, when KHW_UNIT names the service being waited for, its last journal lines.
+khw_wait() {
+  local timeout=$1 what=$2 out=""; shift 2
+  local deadline=$((SECONDS + timeout))
+  until out=$("$@" 2>&1); do
+    if [ "$SECONDS" -ge "$deadline" ]; then
+      [ -z "${KHW_UNIT:-}" ] || khw_unit_log "$KHW_UNIT" >&2
+      khw_die "timed out after ${timeout}s waiting for $what: ${out:0:400}"
+    fi
+    sleep 1
+  done
+}
+
+# khw_unit_log UNIT: last journal lines, to explain a failed wait.
+khw_unit_log() { journalctl -u "$1" -n 20 --no-pager 2>/dev/null || true; }
+
+# khw_remove_unit UNIT: stop, disable and delete a unit file (teardown).
+khw_remove_unit() {
+  local unit=$1
+  systemctl disable --now "$unit" >/dev/null 2>&1 || true
+  rm -f "/etc/systemd/system/$unit"
+  systemctl daemon-reload || true
+  systemctl reset-failed "$unit" >/dev/null 2>&1 || true
+}
+
+# khw_remove PATH...: delete files, then their parent folders once empty (teardown).
+khw_remove() {
+  local p d
+  for p in "$@"; do rm -f "$p"; done
+  for p in "$@"; do
+    d=$(dirname "$p")
+    while [ "$d" != / ] && rmdir "$d" 2>/dev/null; do d=$(dirname "$d"); done
+  done
+}
