@@ -97,7 +97,7 @@ class Network:
     @property
     def kubernetes_service_ip(self) -> str:
         """First address of the service range: the `kubernetes` Service (apiserver SAN)."""
-        return str(next(ipaddress.ip_network(self.service_cidr).hosts()))
+        return str(ipaddress.ip_network(self.service_cidr).network_address + 1)
 
 
 @dataclass(frozen=True)
@@ -443,7 +443,7 @@ def load(raw: Mapping[str, Any]) -> ClusterConfig:
     mask = r.integer(nraw, "nodeCidrMaskSize", "network", 24, 16, 28)
     if pod is not None and mask <= pod.prefixlen:
         r.fail("network.nodeCidrMaskSize", f"/{mask} must be longer than the pod CIDR's /{pod.prefixlen}")
-    default_dns = str(list(svc.hosts())[9]) if svc is not None and svc.num_addresses > 12 else "10.96.0.10"
+    default_dns = str(svc.network_address + 10) if svc is not None and svc.num_addresses > 12 else "10.96.0.10"
     dns_s = r.string(nraw, "clusterDns", "network", default_dns)
     dns = r.ip(dns_s, "network.clusterDns")
     if dns is not None and svc is not None and dns not in svc:

@@ -122,7 +122,7 @@ class ControlPlane(pulumi.ComponentResource):
 
         self.admin_kubeconfig = kubeconfig(cfg.cluster_name, self.endpoint, pki.ca.cert_pem, "admin",
                                            pki.admin.cert_pem, pki.admin.key_pem)
-        self.provider = k8s.Provider("admin", kubeconfig=self.admin_kubeconfig,
+        self.provider = k8s.Provider("cluster-admin", kubeconfig=self.admin_kubeconfig,
                                      enable_server_side_apply=True,
                                      opts=pulumi.ResourceOptions(parent=self, depends_on=[self.ready]))
         self.join = self._bootstrap_rbac(cfg, pki)

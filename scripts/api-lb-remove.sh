@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Teardown of step "api-lb": generated files and the packages this step installed.
 rm -f /etc/kube-hardway/lb/keepalived.conf /etc/kube-hardway/lb/nginx-modules.conf
 if [ -f /var/lib/kube-hardway/lb-packages ]; then

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Step "api-lb": nginx (stream) + keepalived in front of the apiservers (seed 004).
 # Env: KHW_VRRP_INTERFACE (empty = detect), KHW_IP
 pkgs=""

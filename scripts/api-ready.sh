@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Step "api-ready": the API answers /readyz through the cluster endpoint (VIP or the single
 # control plane), verified against the cluster CA. Env: KHW_ENDPOINT
 khw_wait 180 "kube-apiserver /readyz at $KHW_ENDPOINT" \

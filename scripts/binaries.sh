@@ -1,9 +1,10 @@
+# shellcheck shell=bash
 # Step "binaries": download each artifact once per host, verify its sha256, install it.
 # KHW_ARTIFACTS has one line per artifact: KEY URL SHA256|- SUM_URL INSTALL
 #   INSTALL is bin:DEST[:NAME] (a single binary) or tar:DEST:MEMBER,MEMBER (from an archive).
 # Downloads land in /var/cache/kube-hardway, keyed by mirror path, so a re-run or an
 # interrupted run never fetches a verified file twice.
-CACHE=/var/cache/kube-hardway
+CACHE=${KHW_CACHE:-/var/cache/kube-hardway}
 
 fetch() { # fetch URL OUT
   if command -v curl >/dev/null; then curl -fsSL --retry 3 --connect-timeout 10 -o "$2" "$1"

@@ -1,9 +1,10 @@
+# shellcheck shell=bash
 # Teardown of step "containerd": stop every container first, then drop its state.
 if command -v ctr >/dev/null && [ -S /run/containerd/containerd.sock ]; then
   for t in $(ctr -n k8s.io tasks ls -q 2>/dev/null); do ctr -n k8s.io tasks kill -s KILL "$t" >/dev/null 2>&1; done
 fi
 systemctl stop containerd.service >/dev/null 2>&1
-for m in $(awk '$2 ~ "^/run/containerd/|^/var/lib/containerd/" {print $2}' /proc/mounts | sort -r); do umount "$m" 2>/dev/null; done
+awk '$2 ~ "^/run/containerd/|^/var/lib/containerd/" {print $2}' /proc/mounts | sort -r | while read -r m; do umount "$m" 2>/dev/null; done
 rm -rf /var/lib/containerd/* /run/containerd /etc/cni/net.d/* /var/lib/cni
 ip link delete cni0 2>/dev/null
 ip link delete flannel.1 2>/dev/null

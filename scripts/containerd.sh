@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Step "containerd": the container runtime (runc + CNI plugin binaries came with "binaries").
 mkdir -p /etc/cni/net.d /opt/cni/bin
 khw_service containerd.service /var/lib/kube-hardway/ /etc/containerd/

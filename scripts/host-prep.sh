@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Step "prep": preflight checks, then host preparation (seeds 000, 003, 004).
 # Env: KHW_ARCH KHW_PORTS ("port:allowed-process,...") KHW_HOSTS_BLOCK KHW_DISABLE_FIREWALL
 #      KHW_TIME_SYNC KHW_MODULES
@@ -5,6 +6,7 @@
 
 # --- preflight: fail early with a message that says what is wrong on this host
 [ -d /run/systemd/system ] || khw_die "systemd is not running (PID 1 must be systemd)"
+# shellcheck disable=SC1091
 os=$(. /etc/os-release 2>/dev/null && echo "${PRETTY_NAME:-$ID}") || os=unknown
 case "$(uname -m)" in x86_64) arch=amd64 ;; aarch64) arch=arm64 ;; *) arch=$(uname -m) ;; esac
 [ "$arch" = "$KHW_ARCH" ] || khw_die "host is $arch but the stack says arch: $KHW_ARCH"

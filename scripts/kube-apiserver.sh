@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Step "kube-apiserver": start it and wait until it reports ready on this host.
 # Env: KHW_PORT
 khw_service kube-apiserver.service /var/lib/kube-hardway/ /opt/kubernetes/ssl/ /opt/kubernetes/cfg/kube-apiserver.conf

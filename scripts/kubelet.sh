@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Step "kubelet": join with the bootstrap token (TLS bootstrapping, seed 004): the first start
 # sends a CSR, kube-controller-manager signs it (auto-approval bindings), the node registers.
 # Env: KHW_ENDPOINT KHW_NODE

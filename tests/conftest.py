@@ -58,6 +58,7 @@ class Res:
     inputs: dict[str, Any]
     deps: set[str]
     secret_inputs: set[str]
+    secret_outputs: set[str]
 
 
 class RecordingMonitor(pmocks.MockMonitor):
@@ -75,9 +76,14 @@ class RecordingMonitor(pmocks.MockMonitor):
             for pd in request.propertyDependencies.values():
                 deps.update(pd.urns)
             from pulumi.runtime import rpc
+            inputs = rpc.deserialize_properties(request.object)
+            for k in secret:  # keep the value, remember (in secret_inputs) that it was sent as a secret
+                v = inputs[k]
+                if isinstance(v, dict) and v.get("4dabf18193072939515e22adb298388d") == SECRET_SIG:
+                    inputs[k] = v["value"]
             self.records.append(Res(type=request.type, name=request.name, urn=resp.urn, parent=request.parent,
-                                    inputs=rpc.deserialize_properties(request.object), deps=deps,
-                                    secret_inputs=secret))
+                                    inputs=inputs, deps=deps, secret_inputs=secret,
+                                    secret_outputs=set(request.additionalSecretOutputs)))
         return resp
 
 
@@ -159,3 +165,15 @@ def single_cp_config(**over) -> dict:
 def _agent(monkeypatch):
     # the example stacks use ssh-agent; validation only checks that an agent socket is named
     monkeypatch.setenv("SSH_AUTH_SOCK", "/tmp/test-agent.sock")
+
+
+def step_files(res: Res) -> dict[str, tuple[str, str]]:
+    """path -> (mode, content) of the files a step's create command installs."""
+    import base64
+    import shlex
+    out = {}
+    for line in res.inputs["create"].splitlines():
+        if line.startswith("khw_put "):
+            _, path, mode, data = shlex.split(line)
+            out[path] = (mode, base64.b64decode(data).decode())
+    return out

@@ -1,0 +1,142 @@
+"""The resource graph: which components and steps exist, and that the order is right."""
+from collections import Counter
+
+import pytest
+
+from conftest import dev_config, evaluate, single_cp_config
+
+COMMAND = "command:remote:Command"
+
+
+@pytest.fixture(scope="module")
+def single(request):
+    import os
+    os.environ.setdefault("SSH_AUTH_SOCK", "/tmp/test-agent.sock")
+    return evaluate(single_cp_config())
+
+
+@pytest.fixture(scope="module")
+def ha():
+    import os
+    os.environ.setdefault("SSH_AUTH_SOCK", "/tmp/test-agent.sock")
+    return evaluate(dev_config())
+
+
+def steps_by_host(g) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for r in g.steps:
+        host = r.name.split("-", 1)[0]
+        out.setdefault(host, []).append(r.name.split("-", 1)[1])
+    return {h: sorted(s) for h, s in out.items()}
+
+
+def test_single_cp_components(single):
+    c = Counter(r.type for r in single.records)
+    assert c["khw:index:Pki"] == 1 and c["khw:index:EtcdCluster"] == 1 and c["khw:index:ControlPlane"] == 1
+    assert c["khw:index:Host"] == 3 and c["khw:index:WorkerNode"] == 3
+    assert c["khw:index:ApiLoadBalancer"] == 0
+    assert c["pulumi:providers:kubernetes"] == 1
+
+
+def test_single_cp_steps_per_host(single):
+    assert steps_by_host(single) == {
+        "cp1": ["api-ready", "binaries", "containerd", "etcd", "etcd-health", "kube-apiserver",
+                "kube-controller-manager", "kube-proxy", "kube-scheduler", "kubelet", "prep"],
+        "w1": ["binaries", "containerd", "etcd", "kube-proxy", "kubelet", "prep"],
+        "w2": ["binaries", "containerd", "etcd", "kube-proxy", "kubelet", "prep"],
+    }
+
+
+def test_ha_steps_per_host(ha):
+    s = steps_by_host(ha)
+    cp = ["binaries", "containerd", "kube-apiserver", "kube-controller-manager", "kube-proxy", "kube-scheduler",
+          "kubelet", "prep"]
+    assert s["master01"] == sorted(cp + ["etcd", "etcd-health", "api-ready"])
+    assert s["master02"] == sorted(cp)
+    assert s["node01"] == s["node02"] == ["binaries", "containerd", "etcd", "kube-proxy", "kubelet", "prep"]
+    assert s["lb01"] == s["lb02"] == ["api-lb", "binaries", "prep"]
+    assert Counter(r.type for r in ha.records)["khw:index:ApiLoadBalancer"] == 1
+
+
+def test_ha_node_role_labels_applied_through_the_api(ha):
+    patches = ha.of_type("kubernetes:core/v1:NodePatch")
+    assert sorted(p.name for p in patches) == ["master01-labels", "master02-labels", "node01-labels",
+                                               "node02-labels"]
+    for p in patches:
+        assert ha.depends_on(p.name, p.name.replace("-labels", "-kubelet"))
+
+
+def test_every_resource_has_a_component_parent(ha):
+    components = {r.urn for r in ha.records if r.type.startswith("khw:index:")}
+    for r in ha.records:
+        if r.type.startswith("khw:index:"):
+            continue
+        assert r.parent in components, f"{r.name} ({r.type}) is not parented to a component"
+
+
+def test_prep_before_binaries_before_services(single):
+    for h in ("cp1", "w1", "w2"):
+        assert single.depends_on(f"{h}-binaries", f"{h}-prep")
+        assert single.depends_on(f"{h}-etcd", f"{h}-binaries")
+        assert single.depends_on(f"{h}-containerd", f"{h}-binaries")
+
+
+def test_etcd_members_before_health_before_apiserver(ha):
+    for m in ("master01", "node01", "node02"):
+        assert ha.depends_on("master01-etcd-health", f"{m}-etcd")
+    for cp in ("master01", "master02"):
+        assert ha.depends_on(f"{cp}-kube-apiserver", "master01-etcd-health")
+        for m in ("master01", "node01", "node02"):
+            assert ha.depends_on(f"{cp}-kube-apiserver", f"{m}-etcd")
+
+
+def test_etcd_members_start_in_parallel(ha):
+    for a in ("master01", "node01", "node02"):
+        for b in ("master01", "node01", "node02"):
+            if a != b:
+                assert not ha.depends_on(f"{a}-etcd", f"{b}-etcd")
+
+
+def test_controller_manager_and_scheduler_after_their_apiserver(ha):
+    for cp in ("master01", "master02"):
+        assert ha.depends_on(f"{cp}-kube-controller-manager", f"{cp}-kube-apiserver")
+        assert ha.depends_on(f"{cp}-kube-scheduler", f"{cp}-kube-apiserver")
+
+
+def test_api_ready_after_every_apiserver_and_the_lb(ha):
+    for n in ("master01-kube-apiserver", "master02-kube-apiserver", "lb01-api-lb", "lb02-api-lb",
+              "master01-kube-controller-manager", "master02-kube-scheduler"):
+        assert ha.depends_on("master01-api-ready", n)
+
+
+def test_no_kubelet_before_the_api_is_ready_and_join_rbac_exists(ha):
+    for w in ("master01", "master02", "node01", "node02"):
+        assert ha.depends_on(f"{w}-kubelet", "master01-api-ready")
+        assert ha.depends_on(f"{w}-kubelet", "bootstrap-token")
+        assert ha.depends_on(f"{w}-kubelet", "kubelet-bootstrap")
+        assert ha.depends_on(f"{w}-kubelet", "node-autoapprove-bootstrap")
+        assert ha.depends_on(f"{w}-kubelet", f"{w}-containerd")
+        assert ha.depends_on(f"{w}-kube-proxy", "master01-api-ready")
+
+
+def test_kubernetes_objects_use_the_admin_provider_after_api_ready(ha):
+    prov = ha.of_type("pulumi:providers:kubernetes")[0]
+    assert ha.depends_on(prov.name, "master01-api-ready")
+    ready = ha.get("master01-api-ready").urn
+    for r in ha.records:
+        if r.type.startswith("kubernetes:"):
+            assert ready in ha.ancestors(r), r.name
+
+
+def test_lb_steps_do_not_wait_for_the_control_plane(ha):
+    assert not ha.depends_on("lb01-api-lb", "master01-kube-apiserver")
+    assert ha.depends_on("lb01-api-lb", "lb01-prep")
+
+
+def test_pki_counts(ha):
+    c = Counter(r.type for r in ha.records)
+    assert c["tls:index/selfSignedCert:SelfSignedCert"] == 3  # cluster, etcd, front-proxy CAs
+    # per etcd member server+peer (6), apiserver, 2 apiserver clients, kcm, scheduler, admin, kube-proxy,
+    # front-proxy client (8), kubelet serving per worker (4)
+    assert c["tls:index/locallySignedCert:LocallySignedCert"] == 6 + 8 + 4
+    assert c["random:index/randomString:RandomString"] == 2
