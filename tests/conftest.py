@@ -106,19 +106,16 @@ class Graph:
         return self.of_type("command:remote:Command")
 
     def ancestors(self, r: Res) -> set[str]:
-        """Every URN `r` depends on, directly or through its dependencies, its parents'
-        dependencies (a component's depends_on applies to its children) included."""
+        """Every URN `r` waits for: its dependencies, transitively. A parent's depends_on is not
+        followed: the engine does not make children wait for it, so neither does this."""
         seen: set[str] = set()
-        todo = list(r.deps) + ([r.parent] if r.parent else [])
+        todo = list(r.deps)
         while todo:
             u = todo.pop()
             if u in seen or u not in self.by_urn:
                 continue
             seen.add(u)
-            x = self.by_urn[u]
-            todo.extend(x.deps)
-            if x.parent:
-                todo.append(x.parent)
+            todo.extend(self.by_urn[u].deps)
         return seen
 
     def depends_on(self, a: str, b: str) -> bool:

@@ -140,3 +140,32 @@ def test_pki_counts(ha):
     # front-proxy client (8), kubelet serving per worker (4)
     assert c["tls:index/locallySignedCert:LocallySignedCert"] == 6 + 8 + 4
     assert c["random:index/randomString:RandomString"] == 2
+
+
+def _creates(g):
+    return {r.name: (r.inputs["create"], r.inputs["delete"]) for r in g.steps}
+
+
+def test_same_config_twice_is_a_no_op():
+    """Evaluating the same stack again yields identical step inputs: `pulumi up` has nothing to run."""
+    a, b = evaluate(dev_config()), evaluate(dev_config())
+    assert _creates(a) == _creates(b)
+
+
+def test_a_config_change_touches_only_the_affected_steps():
+    base = dev_config()
+    changed = dev_config()
+    changed["network"] = dict(changed["network"], kubeProxyMode="iptables")
+    a, b = _creates(evaluate(base)), _creates(evaluate(changed))
+    differ = sorted(n for n in a if a[n] != b[n])
+    workers = ["master01", "master02", "node01", "node02"]
+    # kube-proxy's config on every worker; prep's module list (no ip_vs) on every host
+    assert differ == sorted([f"{w}-kube-proxy" for w in workers]
+                            + [f"{h}-prep" for h in workers + ["lb01", "lb02"]])
+
+
+def test_a_kubelet_label_change_touches_one_kubelet():
+    changed = dev_config()
+    changed["hosts"][3] = dict(changed["hosts"][3], labels={"disk": "ssd"})
+    a, b = _creates(evaluate(dev_config())), _creates(evaluate(changed))
+    assert sorted(n for n in a if a[n] != b[n]) == ["node02-kubelet"]
