@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 import pulumi
 
 from . import artifacts
 from .config import ClusterConfig
+from .addons import Addons
+from .cni import Cni
 from .control_plane import ControlPlane, ca_files
 from .etcd import EtcdCluster
 from .host import Host
@@ -23,6 +26,8 @@ class Cluster:
     etcd: EtcdCluster
     control_plane: ControlPlane
     workers: dict[str, WorkerNode]
+    cni: Optional[Cni]
+    addons: Addons
 
 
 def build(cfg: ClusterConfig) -> Cluster:
@@ -35,4 +40,9 @@ def build(cfg: ClusterConfig) -> Cluster:
     etcd = EtcdCluster("etcd", cfg, pki, hosts)
     cp = ControlPlane("control-plane", cfg, pki, hosts, etcd)
     workers = {h.name: WorkerNode(h.name, cfg, h, pki, hosts[h.name], cp) for h in cfg.workers}
-    return Cluster(cfg=cfg, pki=pki, hosts=hosts, etcd=etcd, control_plane=cp, workers=workers)
+    # the pod network once every kubelet and kube-proxy runs; add-ons once the network is up
+    node_ready = [r for w in workers.values() for r in w.ready]
+    cni = Cni("cni", cfg, cp.provider, after=[cp.ready, *node_ready]) if cfg.network.cni != "none" else None
+    addons = Addons("addons", cfg, pki, cp.provider, after=[cni.ready] if cni else node_ready)
+    return Cluster(cfg=cfg, pki=pki, hosts=hosts, etcd=etcd, control_plane=cp, workers=workers, cni=cni,
+                   addons=addons)

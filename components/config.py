@@ -14,7 +14,8 @@ from typing import Any, Mapping, Optional
 
 ROLES = ("etcd", "control-plane", "worker", "loadbalancer")
 KUBE_PROXY_MODES = ("iptables", "ipvs")
-CNIS = ("flannel", "calico", "canal", "none")
+CNIS = ("flannel", "none")
+PLANNED_CNIS = ("calico", "canal")
 ARCHES = ("amd64", "arm64")
 TAINT_EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
 
@@ -131,6 +132,46 @@ class Images:
 
 
 @dataclass(frozen=True)
+class Flannel:
+    image: str
+    plugin_image: str
+    vxlan_vni: int
+    vxlan_port: int
+    iface: Optional[str]
+
+
+@dataclass(frozen=True)
+class CoreDns:
+    enabled: bool
+    image: str
+    replicas: int
+    upstream: str
+
+
+@dataclass(frozen=True)
+class MetricsServer:
+    enabled: bool
+    image: str
+    kubelet_insecure_tls: bool
+
+
+@dataclass(frozen=True)
+class Addons:
+    flannel: Flannel
+    coredns: CoreDns
+    metrics_server: MetricsServer
+    await_timeout_s: int
+
+
+DEFAULT_IMAGES = {
+    "flannel": "ghcr.io/flannel-io/flannel:v0.26.7",
+    "flannelCniPlugin": "ghcr.io/flannel-io/flannel-cni-plugin:v1.6.2-flannel1",
+    "coredns": "registry.k8s.io/coredns/coredns:v1.12.0",
+    "metricsServer": "registry.k8s.io/metrics-server/metrics-server:v0.7.2",
+}
+
+
+@dataclass(frozen=True)
 class ClusterConfig:
     cluster_name: str
     hosts: tuple[Host, ...]
@@ -142,7 +183,7 @@ class ClusterConfig:
     images: Images
     bootstrap_token_ttl_hours: int  # 0 = no expiry
     cert_validity_hours: int
-    addons: Mapping[str, Any]  # add-on settings, validated by components/addons_config.py
+    addons: Addons
 
     def with_role(self, role: str) -> list[Host]:
         return [h for h in self.hosts if h.has(role)]
@@ -455,7 +496,9 @@ def load(raw: Mapping[str, Any]) -> ClusterConfig:
     if mode not in KUBE_PROXY_MODES:
         r.fail("network.kubeProxyMode", f"unknown mode {mode!r} (known: {', '.join(KUBE_PROXY_MODES)})")
     cni = r.string(nraw, "cni", "network", "flannel") or "flannel"
-    if cni not in CNIS:
+    if cni in PLANNED_CNIS:
+        r.fail("network.cni", f"{cni} is not available yet in this version (use flannel or none)")
+    elif cni not in CNIS:
         r.fail("network.cni", f"unknown CNI {cni!r} (known: {', '.join(CNIS)})")
     host_cidrs_raw = nraw.get("hostCidrs") or []
     host_cidrs = [r.cidr(str(c), f"network.hostCidrs[{i}]") for i, c in enumerate(host_cidrs_raw)]
@@ -566,13 +609,44 @@ def load(raw: Mapping[str, Any]) -> ClusterConfig:
 
     ttl = r.integer(raw, "bootstrapTokenTtlHours", "bootstrapTokenTtlHours", 0, 0, 24 * 365)
     validity = r.integer(raw, "certValidityHours", "certValidityHours", 24 * 365 * 5, 24, 24 * 365 * 20)
-    addons = r.mapping(raw.get("addons"), "addons")
+    addons = _parse_addons(r, r.mapping(raw.get("addons"), "addons"))
 
     if r.problems:
         raise ConfigError(r.problems)
     return ClusterConfig(cluster_name=cluster_name, hosts=tuple(hosts), versions=versions, network=network,
                          api=api, downloads=downloads, host_prep=host_prep, images=images,
-                         bootstrap_token_ttl_hours=ttl, cert_validity_hours=validity, addons=dict(addons))
+                         bootstrap_token_ttl_hours=ttl, cert_validity_hours=validity, addons=addons)
+
+
+def _image(r: _Reader, m: Mapping[str, Any], key: str, where: str, default: str) -> str:
+    v = r.string(m, key, where, default) or default
+    if not re.match(r"^[a-z0-9][a-z0-9.:/_-]*(@sha256:[0-9a-f]{64}|:[A-Za-z0-9_.-]+)$", v):
+        r.fail(f"{where}.{key}", f"{v!r} is not an image reference with a tag or digest")
+    return v
+
+
+def _parse_addons(r: _Reader, a: Mapping[str, Any]) -> Addons:
+    r.unknown_keys(a, {"flannel", "coredns", "metricsServer", "awaitTimeoutSeconds"}, "addons")
+    f = r.mapping(a.get("flannel"), "addons.flannel")
+    r.unknown_keys(f, {"image", "pluginImage", "vxlanVni", "vxlanPort", "iface"}, "addons.flannel")
+    flannel = Flannel(image=_image(r, f, "image", "addons.flannel", DEFAULT_IMAGES["flannel"]),
+                      plugin_image=_image(r, f, "pluginImage", "addons.flannel", DEFAULT_IMAGES["flannelCniPlugin"]),
+                      vxlan_vni=r.integer(f, "vxlanVni", "addons.flannel", 1, 1, 16777215),
+                      vxlan_port=r.integer(f, "vxlanPort", "addons.flannel", 8472, 1, 65535),
+                      iface=r.string(f, "iface", "addons.flannel"))
+    c = r.mapping(a.get("coredns"), "addons.coredns")
+    r.unknown_keys(c, {"enabled", "image", "replicas", "upstream"}, "addons.coredns")
+    coredns = CoreDns(enabled=r.boolean(c, "enabled", "addons.coredns", True),
+                      image=_image(r, c, "image", "addons.coredns", DEFAULT_IMAGES["coredns"]),
+                      replicas=r.integer(c, "replicas", "addons.coredns", 2, 1, 100),
+                      upstream=r.string(c, "upstream", "addons.coredns", "/etc/resolv.conf") or "/etc/resolv.conf")
+    ms = r.mapping(a.get("metricsServer"), "addons.metricsServer")
+    r.unknown_keys(ms, {"enabled", "image", "kubeletInsecureTls"}, "addons.metricsServer")
+    metrics = MetricsServer(enabled=r.boolean(ms, "enabled", "addons.metricsServer", True),
+                            image=_image(r, ms, "image", "addons.metricsServer", DEFAULT_IMAGES["metricsServer"]),
+                            kubelet_insecure_tls=r.boolean(ms, "kubeletInsecureTls", "addons.metricsServer", False))
+    return Addons(flannel=flannel, coredns=coredns, metrics_server=metrics,
+                  await_timeout_s=r.integer(a, "awaitTimeoutSeconds", "addons", 600, 30, 7200))
 
 
 def from_pulumi() -> ClusterConfig:

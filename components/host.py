@@ -48,7 +48,10 @@ class Host(pulumi.ComponentResource):
         mods = modules_for(cfg)
         ipv6 = ("# seed 004 turns IPv6 off (hostPrep.disableIpv6)\nnet.ipv6.conf.all.disable_ipv6 = 1\n"
                 "net.ipv6.conf.default.disable_ipv6 = 1" if cfg.host_prep.disable_ipv6 else "")
-        hosts_block = "\n".join(f"{h.internal_address} {h.name}" for h in cfg.hosts)
+        # names of the hosts everyone talks to, plus itself: O(1) per host, so a 1000-node stack
+        # does not ship 1000 /etc/hosts lines to every node (components address nodes by IP)
+        infra = [h for h in cfg.hosts if h.name == spec.name or set(h.roles) & {"etcd", "control-plane", "loadbalancer"}]
+        hosts_block = "\n".join(f"{h.internal_address} {h.name}" for h in infra)
         self.prep = Step(
             f"{name}-prep", spec, step="prep",
             files=[

@@ -59,6 +59,7 @@ class Res:
     deps: set[str]
     secret_inputs: set[str]
     secret_outputs: set[str]
+    provider: str  # "<provider urn>::<id>", empty for the default provider
 
 
 class RecordingMonitor(pmocks.MockMonitor):
@@ -83,7 +84,8 @@ class RecordingMonitor(pmocks.MockMonitor):
                     inputs[k] = v["value"]
             self.records.append(Res(type=request.type, name=request.name, urn=resp.urn, parent=request.parent,
                                     inputs=inputs, deps=deps, secret_inputs=secret,
-                                    secret_outputs=set(request.additionalSecretOutputs)))
+                                    secret_outputs=set(request.additionalSecretOutputs),
+                                    provider=request.provider))
         return resp
 
 

@@ -1,0 +1,102 @@
+"""Benchmark: how the program's evaluation (the work `pulumi preview` does in our code) grows
+with the cluster. Each size runs in a fresh process under Pulumi mocks; prints a table.
+
+    .venv/bin/python bench/eval_scale.py [3 50 200 1000]
+
+Stacks: 3 etcd, 3 control planes (HA: VIP + 2 LB hosts), the rest workers (a 3-host stack is
+3 hosts with every role but loadbalancer, single control plane).
+"""
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def stack(n: int) -> dict:
+    hosts = []
+    if n <= 3:
+        for i in range(n):
+            hosts.append({"name": f"h{i}", "address": f"192.0.2.{10 + i}", "roles": ["etcd", "control-plane", "worker"]
+                          if i == 0 else ["etcd", "worker"]})
+        return {"ssh": {"agent": True}, "hosts": hosts}
+    def addr(i: int) -> str:  # 198.18.0.0/15 (benchmarking range, RFC 2544): room for 1000+ hosts
+        return f"198.18.{i // 250}.{i % 250 + 1}"
+    for i in range(3):
+        hosts.append({"name": f"cp{i}", "address": addr(i), "roles": ["etcd", "control-plane", "worker"],
+                      "taints": ["node-role.kubernetes.io/control-plane:NoSchedule"]})
+    for i in range(2):
+        hosts.append({"name": f"lb{i}", "address": addr(3 + i), "roles": ["loadbalancer"]})
+    for i in range(n - 5):
+        hosts.append({"name": f"w{i}", "address": addr(5 + i), "roles": ["worker"]})
+    return {"ssh": {"agent": True}, "hosts": hosts, "api": {"vip": "198.19.255.250"}}
+
+
+def child(n: int) -> None:
+    sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+    os.environ.setdefault("SSH_AUTH_SOCK", "/tmp/bench-agent.sock")
+    import pulumi
+    from pulumi.runtime import mocks as pmocks, rpc
+
+    import conftest  # the same mocks the unit tests use
+    from components import config
+    from components.cluster import build
+
+    counts = {"resources": 0, "steps": 0, "bytes": 0}
+    per_host: dict[str, int] = {}
+
+    class CountingMonitor(pmocks.MockMonitor):  # counts, keeps nothing: RSS is the program's
+        def RegisterResource(self, request):
+            resp = super().RegisterResource(request)
+            if request.type != "pulumi:pulumi:Stack":
+                counts["resources"] += 1
+                if request.type == "command:remote:Command":
+                    counts["steps"] += 1
+                    host = request.name.split("-", 1)[0]
+                    per_host[host] = per_host.get(host, 0) + 1
+                    create = rpc.deserialize_properties(request.object)["create"]
+                    counts["bytes"] += len(create["value"] if isinstance(create, dict) else create)
+            return resp
+
+    m = conftest.Mocks()
+    pulumi.runtime.set_mocks(m, project="kube-hardway", stack="bench", preview=True, monitor=CountingMonitor(m))
+    raw = stack(n)
+    t0 = time.perf_counter()
+
+    @pulumi.runtime.test
+    def program():
+        return build(config.load(raw)).control_plane.admin_kubeconfig.apply(lambda _: None)
+
+    program()
+    wall = time.perf_counter() - t0
+    cmd_bytes = counts["bytes"]
+    print(json.dumps({"hosts": n, "resources": counts["resources"], "steps": counts["steps"], "wall_s": round(wall, 2),
+                      "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+                      "command_mb": round(cmd_bytes / 2**20, 1),
+                      "max_steps_per_host": max(per_host.values())}))
+
+
+def main(sizes: list[int]) -> None:
+    rows = []
+    for n in sizes:
+        out = subprocess.run([sys.executable, __file__, "--child", str(n)], capture_output=True, text=True)
+        if out.returncode:
+            sys.exit(out.stderr)
+        rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    cols = ["hosts", "resources", "steps", "wall_s", "peak_rss_mb", "command_mb", "max_steps_per_host"]
+    print(" | ".join(cols))
+    for r in rows:
+        print(" | ".join(str(r[c]) for c in cols))
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 2 and sys.argv[1] == "--child":
+        child(int(sys.argv[2]))
+    else:
+        main([int(a) for a in sys.argv[1:]] or [3, 50, 200, 1000])

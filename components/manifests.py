@@ -1,0 +1,74 @@
+"""The project's own manifests (`manifests/*.yaml`) as pulumi-kubernetes resources.
+
+Placeholders (`${name}`) are substituted in Python; each YAML document then becomes one typed
+resource (Deployment, DaemonSet, ...) registered here, in Python, so that other resources can
+depend on a single object (the CNI DaemonSet, say), `pulumi preview` lists each object, and
+refresh reads each object back (drift). The provider-side `yaml/v2` groups would hide the
+objects from our ordering and from unit tests; `yaml.ConfigGroup` registers its objects late,
+inside an apply, where nothing can depend on them.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from string import Template
+from typing import Optional
+
+import pulumi
+import pulumi_kubernetes as k8s
+import yaml
+from pulumi_kubernetes import _tables
+
+MANIFESTS = Path(__file__).resolve().parent.parent / "manifests"
+
+KINDS = {
+    ("v1", "Namespace"): k8s.core.v1.Namespace,
+    ("v1", "ServiceAccount"): k8s.core.v1.ServiceAccount,
+    ("v1", "ConfigMap"): k8s.core.v1.ConfigMap,
+    ("v1", "Secret"): k8s.core.v1.Secret,
+    ("v1", "Service"): k8s.core.v1.Service,
+    ("apps/v1", "Deployment"): k8s.apps.v1.Deployment,
+    ("apps/v1", "DaemonSet"): k8s.apps.v1.DaemonSet,
+    ("rbac.authorization.k8s.io/v1", "ClusterRole"): k8s.rbac.v1.ClusterRole,
+    ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"): k8s.rbac.v1.ClusterRoleBinding,
+    ("rbac.authorization.k8s.io/v1", "Role"): k8s.rbac.v1.Role,
+    ("rbac.authorization.k8s.io/v1", "RoleBinding"): k8s.rbac.v1.RoleBinding,
+    ("apiregistration.k8s.io/v1", "APIService"): k8s.apiregistration.v1.APIService,
+    ("policy/v1", "PodDisruptionBudget"): k8s.policy.v1.PodDisruptionBudget,
+}
+
+
+def render(name: str, **values: object) -> list[dict]:
+    """Substitute `${...}` in manifests/<name>.yaml and parse it into objects."""
+    text = (MANIFESTS / f"{name}.yaml").read_text(encoding="utf-8")
+    try:
+        text = Template(text).substitute({k: str(v) for k, v in values.items()})
+    except KeyError as e:
+        raise RuntimeError(f"manifests/{name}.yaml: no value for {e}") from None
+    return [d for d in yaml.safe_load_all(text) if d]
+
+
+def object_name(obj: dict) -> str:
+    md = obj["metadata"]
+    ns = f"{md['namespace']}/" if md.get("namespace") else ""
+    return f"{obj['kind'].lower()}:{ns}{md['name']}"
+
+
+def apply(objs: list[dict], opts: pulumi.ResourceOptions,
+          timeout_s: Optional[int] = None) -> dict[str, pulumi.CustomResource]:
+    """Register every object; returns them by `kind:namespace/name`."""
+    out: dict[str, pulumi.CustomResource] = {}
+    for obj in objs:
+        obj = dict(obj)
+        cls = KINDS.get((obj.pop("apiVersion"), obj.pop("kind")))
+        key = object_name({**obj, "kind": cls.__name__ if cls else "?"})
+        if cls is None:
+            raise RuntimeError(f"manifest object {key}: kind not supported by components/manifests.py")
+        args = {(_tables.CAMEL_TO_SNAKE_CASE_TABLE.get(k) or k): v for k, v in obj.items()}
+        o = opts
+        if timeout_s and cls in (k8s.apps.v1.Deployment, k8s.apps.v1.DaemonSet):
+            # readiness is awaited here, and fails with the object's status after this long
+            t = f"{timeout_s}s"
+            o = pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(
+                custom_timeouts=pulumi.CustomTimeouts(create=t, update=t)))
+        out[key] = cls(key.replace(":", "-").replace("/", "-"), opts=o, **args)
+    return out

@@ -1,0 +1,138 @@
+"""Add-ons through pulumi-kubernetes: rendered objects, images, ordering (issue: add-ons)."""
+import json
+import os
+
+import pytest
+
+from components import config
+from components.config import ConfigError
+from conftest import dev_config, evaluate, single_cp_config
+
+os.environ.setdefault("SSH_AUTH_SOCK", "/tmp/test-agent.sock")
+
+
+@pytest.fixture(scope="module")
+def ha():
+    return evaluate(dev_config())
+
+
+@pytest.fixture(scope="module")
+def mirrored():
+    return evaluate(single_cp_config(
+        images={"registryMirror": "registry.lab.example:5000"},
+        network={"podCidr": "10.200.0.0/16"},
+        addons={"metricsServer": {"kubeletInsecureTls": True}, "coredns": {"replicas": 1},
+                "flannel": {"iface": "eth1"}}))
+
+
+def obj(g, name):
+    return g.get(name).inputs
+
+
+def containers(spec):
+    t = spec["spec"]["template"]["spec"]
+    return t.get("initContainers", []) + t["containers"]
+
+
+def test_flannel_network_config(ha, mirrored):
+    net = json.loads(obj(ha, "configmap-kube-flannel-kube-flannel-cfg")["data"]["net-conf.json"])
+    assert net["Network"] == "10.244.0.0/16" and net["Backend"]["Type"] == "vxlan"
+    net = json.loads(obj(mirrored, "configmap-kube-flannel-kube-flannel-cfg")["data"]["net-conf.json"])
+    assert net["Network"] == "10.200.0.0/16"
+    ds = obj(mirrored, "daemonset-kube-flannel-kube-flannel-ds")
+    assert "--iface=eth1" in containers(ds)[-1]["args"]
+
+
+def test_images_default_and_mirrored(ha, mirrored):
+    ds = obj(ha, "daemonset-kube-flannel-kube-flannel-ds")
+    assert {c["image"] for c in containers(ds)} == {"ghcr.io/flannel-io/flannel:v0.26.7",
+                                                    "ghcr.io/flannel-io/flannel-cni-plugin:v1.6.2-flannel1"}
+    images = set()
+    for r in mirrored.records:
+        if r.type in ("kubernetes:apps/v1:Deployment", "kubernetes:apps/v1:DaemonSet"):
+            images |= {c["image"] for c in containers(r.inputs)}
+    assert images == {"registry.lab.example:5000/flannel-io/flannel:v0.26.7",
+                      "registry.lab.example:5000/flannel-io/flannel-cni-plugin:v1.6.2-flannel1",
+                      "registry.lab.example:5000/coredns/coredns:v1.12.0",
+                      "registry.lab.example:5000/metrics-server/metrics-server:v0.7.2"}
+    from conftest import step_files
+    toml = step_files(mirrored.get("w1-containerd"))["/etc/containerd/config.toml"][1]
+    assert 'sandbox_image = "registry.lab.example:5000/pause:3.10"' in toml
+
+
+def test_coredns(ha, mirrored):
+    svc = obj(ha, "service-kube-system-kube-dns")
+    assert svc["spec"]["clusterIP"] == "10.96.0.10"
+    corefile = obj(ha, "configmap-kube-system-coredns")["data"]["Corefile"]
+    assert "kubernetes cluster.local in-addr.arpa ip6.arpa" in corefile
+    assert obj(ha, "deployment-kube-system-coredns")["spec"]["replicas"] == 2
+    assert obj(mirrored, "deployment-kube-system-coredns")["spec"]["replicas"] == 1
+
+
+def test_metrics_server_kubelet_tls(ha, mirrored):
+    args = containers(obj(ha, "deployment-kube-system-metrics-server"))[0]["args"]
+    assert "--kubelet-preferred-address-types=InternalIP" in args
+    assert "--kubelet-certificate-authority=/etc/kubelet-ca/ca.crt" in args
+    assert "--kubelet-insecure-tls" not in args
+    assert "CERT(ca)" in obj(ha, "configmap-kube-system-metrics-server-kubelet-ca")["data"]["ca.crt"]
+    args = containers(obj(mirrored, "deployment-kube-system-metrics-server"))[0]["args"]
+    assert "--kubelet-insecure-tls" in args
+    api = obj(ha, "apiservice-v1beta1.metrics.k8s.io")
+    assert api["spec"]["service"] == {"name": "metrics-server", "namespace": "kube-system"}
+
+
+def test_cni_after_every_node_and_the_api(ha):
+    ds = ha.get("daemonset-kube-flannel-kube-flannel-ds")
+    for w in ("master01", "master02", "node01", "node02"):
+        assert ha.get(f"{w}-kubelet").urn in ha.ancestors(ds)
+        assert ha.get(f"{w}-kube-proxy").urn in ha.ancestors(ds)
+    assert ha.get("master01-api-ready").urn in ha.ancestors(ds)
+
+
+def test_addons_after_the_cni(ha):
+    ds = ha.get("daemonset-kube-flannel-kube-flannel-ds").urn
+    for name in ("deployment-kube-system-coredns", "service-kube-system-kube-dns",
+                 "deployment-kube-system-metrics-server", "apiservice-v1beta1.metrics.k8s.io"):
+        assert ds in ha.ancestors(ha.get(name)), name
+    # metrics-server also waits for its CA ConfigMap
+    assert ha.get("configmap-kube-system-metrics-server-kubelet-ca").urn in ha.ancestors(
+        ha.get("deployment-kube-system-metrics-server"))
+
+
+def test_every_kubernetes_object_uses_the_admin_provider(ha):
+    prov = ha.of_type("pulumi:providers:kubernetes")[0]
+    comps = {r.urn for r in ha.records if r.type.startswith("khw:index:")}
+    objects = [r for r in ha.records if r.type.startswith("kubernetes:")]
+    assert len(objects) > 20
+    for r in objects:
+        assert r.provider.startswith(prov.urn + "::"), f"{r.name} uses {r.provider or 'the default provider'}"
+        assert r.parent in comps  # under our components, so destroy removes it before the nodes
+
+
+def test_cni_none_skips_the_network_and_addons_wait_for_nodes():
+    g = evaluate(single_cp_config(network={"cni": "none"}))
+    assert not g.of_type("khw:index:Cni")
+    dns = g.get("deployment-kube-system-coredns")
+    assert g.get("w1-kubelet").urn in g.ancestors(dns)
+
+
+def test_addons_can_be_disabled():
+    g = evaluate(single_cp_config(addons={"coredns": {"enabled": False}, "metricsServer": {"enabled": False}}))
+    assert not [r for r in g.records if "coredns" in r.name or "metrics-server" in r.name]
+
+
+def test_planned_cnis_fail_clearly():
+    for cni in ("calico", "canal"):
+        with pytest.raises(ConfigError) as e:
+            config.load(single_cp_config(network={"cni": cni}))
+        assert f"network.cni: {cni} is not available yet" in str(e.value)
+
+
+def test_bad_addon_settings():
+    with pytest.raises(ConfigError) as e:
+        config.load(single_cp_config(addons={"coredns": {"image": "coredns"}, "flannel": {"vxlanPort": 0},
+                                             "awaitTimeoutSeconds": 5, "dashbord": {}}))
+    text = str(e.value)
+    for needle in ("addons.coredns.image", "addons.flannel.vxlanPort", "addons.awaitTimeoutSeconds",
+                   "addons.dashbord: unknown key"):
+        assert needle in text
