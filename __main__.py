@@ -15,3 +15,8 @@ pulumi.export("etcdEndpoints", cluster.etcd.client_urls)
 pulumi.export("nodes", [h.name for h in cfg.workers])
 pulumi.export("caCertificate", cluster.pki.ca.cert_pem)
 pulumi.export("kubeconfig", cluster.control_plane.admin_kubeconfig)  # secret
+if cluster.addons.dashboard_url:
+    pulumi.export("dashboardUrl", cluster.addons.dashboard_url)
+    pulumi.export("dashboardToken", cluster.addons.dashboard_token)  # secret
+if cluster.addons.smoke_test is not None:
+    pulumi.export("smokeTest", cluster.addons.smoke_test)

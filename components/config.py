@@ -156,10 +156,28 @@ class MetricsServer:
 
 
 @dataclass(frozen=True)
+class Dashboard:
+    enabled: bool
+    image: str
+    scraper_image: str
+    node_port: int
+
+
+@dataclass(frozen=True)
+class SmokeTest:
+    enabled: bool
+    image: str
+    node_port: int
+    replicas: int
+
+
+@dataclass(frozen=True)
 class Addons:
     flannel: Flannel
     coredns: CoreDns
     metrics_server: MetricsServer
+    dashboard: Dashboard
+    smoke_test: SmokeTest
     await_timeout_s: int
 
 
@@ -168,6 +186,9 @@ DEFAULT_IMAGES = {
     "flannelCniPlugin": "ghcr.io/flannel-io/flannel-cni-plugin:v1.6.2-flannel1",
     "coredns": "registry.k8s.io/coredns/coredns:v1.12.0",
     "metricsServer": "registry.k8s.io/metrics-server/metrics-server:v0.7.2",
+    "dashboard": "docker.io/kubernetesui/dashboard:v2.7.0",
+    "dashboardScraper": "docker.io/kubernetesui/metrics-scraper:v1.0.8",
+    "smokeTest": "docker.io/library/nginx:1.27",
 }
 
 
@@ -626,7 +647,8 @@ def _image(r: _Reader, m: Mapping[str, Any], key: str, where: str, default: str)
 
 
 def _parse_addons(r: _Reader, a: Mapping[str, Any]) -> Addons:
-    r.unknown_keys(a, {"flannel", "coredns", "metricsServer", "awaitTimeoutSeconds"}, "addons")
+    r.unknown_keys(a, {"flannel", "coredns", "metricsServer", "dashboard", "smokeTest", "awaitTimeoutSeconds"},
+                   "addons")
     f = r.mapping(a.get("flannel"), "addons.flannel")
     r.unknown_keys(f, {"image", "pluginImage", "vxlanVni", "vxlanPort", "iface"}, "addons.flannel")
     flannel = Flannel(image=_image(r, f, "image", "addons.flannel", DEFAULT_IMAGES["flannel"]),
@@ -645,8 +667,23 @@ def _parse_addons(r: _Reader, a: Mapping[str, Any]) -> Addons:
     metrics = MetricsServer(enabled=r.boolean(ms, "enabled", "addons.metricsServer", True),
                             image=_image(r, ms, "image", "addons.metricsServer", DEFAULT_IMAGES["metricsServer"]),
                             kubelet_insecure_tls=r.boolean(ms, "kubeletInsecureTls", "addons.metricsServer", False))
-    return Addons(flannel=flannel, coredns=coredns, metrics_server=metrics,
-                  await_timeout_s=r.integer(a, "awaitTimeoutSeconds", "addons", 600, 30, 7200))
+    d = r.mapping(a.get("dashboard"), "addons.dashboard")
+    r.unknown_keys(d, {"enabled", "image", "scraperImage", "nodePort"}, "addons.dashboard")
+    dashboard = Dashboard(enabled=r.boolean(d, "enabled", "addons.dashboard", True),
+                          image=_image(r, d, "image", "addons.dashboard", DEFAULT_IMAGES["dashboard"]),
+                          scraper_image=_image(r, d, "scraperImage", "addons.dashboard",
+                                               DEFAULT_IMAGES["dashboardScraper"]),
+                          node_port=r.integer(d, "nodePort", "addons.dashboard", 30002, 30000, 32767))
+    st = r.mapping(a.get("smokeTest"), "addons.smokeTest")
+    r.unknown_keys(st, {"enabled", "image", "nodePort", "replicas"}, "addons.smokeTest")
+    smoke = SmokeTest(enabled=r.boolean(st, "enabled", "addons.smokeTest", False),
+                      image=_image(r, st, "image", "addons.smokeTest", DEFAULT_IMAGES["smokeTest"]),
+                      node_port=r.integer(st, "nodePort", "addons.smokeTest", 30080, 30000, 32767),
+                      replicas=r.integer(st, "replicas", "addons.smokeTest", 2, 1, 100))
+    if dashboard.enabled and smoke.enabled and dashboard.node_port == smoke.node_port:
+        r.fail("addons.smokeTest.nodePort", f"{smoke.node_port} is already addons.dashboard.nodePort")
+    return Addons(flannel=flannel, coredns=coredns, metrics_server=metrics, dashboard=dashboard,
+                  smoke_test=smoke, await_timeout_s=r.integer(a, "awaitTimeoutSeconds", "addons", 600, 30, 7200))
 
 
 def from_pulumi() -> ClusterConfig:

@@ -54,7 +54,9 @@ def test_images_default_and_mirrored(ha, mirrored):
     assert images == {"registry.lab.example:5000/flannel-io/flannel:v0.26.7",
                       "registry.lab.example:5000/flannel-io/flannel-cni-plugin:v1.6.2-flannel1",
                       "registry.lab.example:5000/coredns/coredns:v1.12.0",
-                      "registry.lab.example:5000/metrics-server/metrics-server:v0.7.2"}
+                      "registry.lab.example:5000/metrics-server/metrics-server:v0.7.2",
+                      "registry.lab.example:5000/kubernetesui/dashboard:v2.7.0",
+                      "registry.lab.example:5000/kubernetesui/metrics-scraper:v1.0.8"}
     from conftest import step_files
     toml = step_files(mirrored.get("w1-containerd"))["/etc/containerd/config.toml"][1]
     assert 'sandbox_image = "registry.lab.example:5000/pause:3.10"' in toml
@@ -136,3 +138,52 @@ def test_bad_addon_settings():
     for needle in ("addons.coredns.image", "addons.flannel.vxlanPort", "addons.awaitTimeoutSeconds",
                    "addons.dashbord: unknown key"):
         assert needle in text
+
+
+def test_dashboard_nodeport_cert_and_admin(ha):
+    svc = obj(ha, "service-kubernetes-dashboard-kubernetes-dashboard")
+    assert svc["spec"]["type"] == "NodePort" and svc["spec"]["ports"][0]["nodePort"] == 30002
+    ui = ha.get("deployment-kubernetes-dashboard-kubernetes-dashboard")
+    args = containers(ui.inputs)[0]["args"]
+    assert "--tls-cert-file=dashboard.crt" in args and "--auto-generate-certificates" not in args
+    certs = ha.get("secret-kubernetes-dashboard-kubernetes-dashboard-certs")
+    assert certs.urn in ha.ancestors(ui)  # the Secret exists before the pods mount it
+    assert "stringData" in certs.secret_inputs
+    assert "PRIVATE KEY" in certs.inputs["stringData"]["dashboard.key"]
+    csr = ha.get("dashboard-csr").inputs
+    assert {"192.0.2.10", "192.0.2.11", "192.0.2.12", "192.0.2.20"} <= set(csr["ipAddresses"])
+    crb = obj(ha, "clusterrolebinding-dashboard-admin")
+    assert crb["roleRef"]["name"] == "cluster-admin"
+    assert crb["subjects"] == [{"kind": "ServiceAccount", "name": "dashboard-admin", "namespace": "kubernetes-dashboard"}]
+    tok = obj(ha, "secret-kubernetes-dashboard-dashboard-admin-token")
+    assert tok["type"] == "kubernetes.io/service-account-token"
+    assert tok["metadata"]["annotations"] == {"kubernetes.io/service-account.name": "dashboard-admin"}
+
+
+def test_dashboard_token_is_secret(ha):
+    from pulumi.runtime.sync_await import _sync_await
+    assert _sync_await(ha.cluster.addons.dashboard_token.is_secret())
+
+
+def test_dashboard_node_port_validation():
+    with pytest.raises(ConfigError) as e:
+        config.load(single_cp_config(addons={"dashboard": {"nodePort": 8443}}))
+    assert "addons.dashboard.nodePort: must be between 30000 and 32767" in str(e.value)
+    with pytest.raises(ConfigError) as e:
+        config.load(single_cp_config(addons={"smokeTest": {"enabled": True, "nodePort": 30002}}))
+    assert "addons.smokeTest.nodePort: 30002 is already addons.dashboard.nodePort" in str(e.value)
+
+
+def test_smoke_test_off_by_default(ha):
+    assert not [r for r in ha.records if "smoke" in r.name]
+
+
+def test_smoke_test_curls_every_node_after_nginx_is_ready():
+    g = evaluate(single_cp_config(addons={"smokeTest": {"enabled": True, "nodePort": 30123}}))
+    svc = obj(g, "service-kube-hardway-smoke-nginx")
+    assert svc["spec"]["ports"][0]["nodePort"] == 30123
+    step = g.get("cp1-smoke-test")
+    assert "KHW_TARGETS='cp1=192.0.2.21 w1=192.0.2.22 w2=192.0.2.23'" in step.inputs["create"]
+    assert "KHW_NODE_PORT=30123" in step.inputs["create"]
+    for name in ("deployment-kube-hardway-smoke-nginx", "service-kube-hardway-smoke-nginx"):
+        assert g.get(name).urn in g.ancestors(step)

@@ -138,7 +138,10 @@ def test_pki_counts(ha):
     assert c["tls:index/selfSignedCert:SelfSignedCert"] == 3  # cluster, etcd, front-proxy CAs
     # per etcd member server+peer (6), apiserver, 2 apiserver clients, kcm, scheduler, admin, kube-proxy,
     # front-proxy client (8), kubelet serving per worker (4)
-    assert c["tls:index/locallySignedCert:LocallySignedCert"] == 6 + 8 + 4
+    pki = ha.get("pki", "khw:index:Pki").urn
+    leafs = [r for r in ha.of_type("tls:index/locallySignedCert:LocallySignedCert") if r.parent == pki]
+    assert len(leafs) == 6 + 8 + 4
+    assert ha.get("dashboard", "tls:index/locallySignedCert:LocallySignedCert").parent != pki
     assert c["random:index/randomString:RandomString"] == 2
 
 
