@@ -1,8 +1,12 @@
-"""Cni: the pod network, applied through the admin provider once every kubelet is running.
+"""Cni: the pod network (`network.cni`), applied through the admin provider once every kubelet
+and kube-proxy runs. One key chooses it; switching it in a stack is a previewable replacement.
 
-flannel (seeds 000/002/004): VXLAN overlay over the pod CIDR; each node's subnet comes from the
-controller-manager (--allocate-node-cidrs), so flannel needs no etcd access. The DaemonSet is
-awaited: `pulumi up` fails with its status if a node's flannel does not become ready.
+- flannel (seeds 000/002/004): VXLAN overlay over the pod CIDR; each node's subnet comes from the
+  controller-manager (--allocate-node-cidrs), so flannel needs no etcd access.
+- calico (seeds 002/003): BGP routing with IP-in-IP per `addons.calico.ipipMode`, calico IPAM
+  over the pod CIDR, node address per `autodetectionMethod`; Kubernetes datastore (CRDs).
+- canal (seed 002): flannel's VXLAN for connectivity, calico's felix for NetworkPolicy.
+The DaemonSet is awaited: `pulumi up` fails with its status if a node's network does not come up.
 """
 from __future__ import annotations
 
@@ -13,18 +17,46 @@ import pulumi
 from . import manifests
 from .config import ClusterConfig
 
+DAEMONSETS = {"flannel": "daemonset:kube-flannel/kube-flannel-ds", "calico": "daemonset:kube-system/calico-node",
+              "canal": "daemonset:kube-system/canal"}
+
 
 class Cni(pulumi.ComponentResource):
     def __init__(self, name: str, cfg: ClusterConfig, provider: pulumi.ProviderResource,
                  after: Sequence[pulumi.Resource], opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__("khw:index:Cni", name, None, opts)
-        f = cfg.addons.flannel
-        objs = manifests.render(
-            "flannel", pod_cidr=cfg.network.pod_cidr, vxlan_vni=f.vxlan_vni, vxlan_port=f.vxlan_port,
-            flannel_image=cfg.image(f.image), plugin_image=cfg.image(f.plugin_image),
-            iface_arg=f", --iface={f.iface}" if f.iface else "")
-        self.objects = manifests.apply(
-            objs, pulumi.ResourceOptions(parent=self, provider=provider, depends_on=list(after)),
-            timeout_s=cfg.addons.await_timeout_s)
-        self.ready = self.objects["daemonset:kube-flannel/kube-flannel-ds"]
-        self.register_outputs({"plugin": cfg.network.cni})
+        cni, f, c = cfg.network.cni, cfg.addons.flannel, cfg.addons.calico
+        child = pulumi.ResourceOptions(parent=self, provider=provider, depends_on=list(after))
+        timeout = cfg.addons.await_timeout_s
+        self.objects: dict[str, pulumi.CustomResource] = {}
+        if cni == "flannel":
+            self.objects.update(manifests.apply(manifests.render(
+                "flannel", pod_cidr=cfg.network.pod_cidr, vxlan_vni=f.vxlan_vni, vxlan_port=f.vxlan_port,
+                flannel_image=cfg.image(f.image), plugin_image=cfg.image(f.plugin_image),
+                iface_arg=f", --iface={f.iface}" if f.iface else ""), child, timeout_s=timeout))
+        else:
+            # CRDs first (the provider waits until they are established), then everything that uses them
+            crds = manifests.apply(manifests.render("calico-crds"), child)
+            after_crds = pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=list(crds.values())))
+            host, _, port = cfg.api_endpoint.removeprefix("https://").rpartition(":")
+            self.objects.update(crds)
+            self.objects.update(manifests.apply(manifests.render(
+                "calico-rbac", node_sa="calico-node" if cni == "calico" else "canal", api_host=host, api_port=port,
+                kube_controllers_image=cfg.image(c.kube_controllers_image)), after_crds, timeout_s=timeout))
+            common = dict(pod_cidr=cfg.network.pod_cidr, mtu=c.mtu, node_image=cfg.image(c.node_image),
+                          cni_image=cfg.image(c.cni_image))
+            if cni == "calico":
+                objs = manifests.render("calico", autodetect=c.autodetection_method, ipip=c.ipip_mode,
+                                        block_size=c.block_size, **common)
+            else:
+                objs = manifests.render("canal", iface=f.iface or "", vxlan_vni=f.vxlan_vni, vxlan_port=f.vxlan_port,
+                                        flannel_image=cfg.image(f.image), **common)
+            # the ConfigMaps and RBAC the DaemonSet reads exist before it
+            config = manifests.apply([o for o in objs if o["kind"] != "DaemonSet"], after_crds)
+            self.objects.update(config)
+            rbac = [v for k, v in self.objects.items() if k.startswith(("clusterrole", "serviceaccount", "configmap"))]
+            self.objects.update(manifests.apply(
+                [o for o in objs if o["kind"] == "DaemonSet"],
+                pulumi.ResourceOptions.merge(after_crds, pulumi.ResourceOptions(depends_on=rbac)), timeout_s=timeout))
+        self.ready = self.objects[DAEMONSETS[cni]]
+        self.register_outputs({"plugin": cni})

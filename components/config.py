@@ -14,8 +14,8 @@ from typing import Any, Mapping, Optional
 
 ROLES = ("etcd", "control-plane", "worker", "loadbalancer")
 KUBE_PROXY_MODES = ("iptables", "ipvs")
-CNIS = ("flannel", "none")
-PLANNED_CNIS = ("calico", "canal")
+CNIS = ("flannel", "calico", "canal", "none")
+IPIP_MODES = ("Always", "CrossSubnet", "Never")
 ARCHES = ("amd64", "arm64")
 TAINT_EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
 
@@ -141,6 +141,17 @@ class Flannel:
 
 
 @dataclass(frozen=True)
+class Calico:
+    node_image: str
+    cni_image: str
+    kube_controllers_image: str
+    ipip_mode: str  # CALICO_IPV4POOL_IPIP
+    autodetection_method: str  # IP_AUTODETECTION_METHOD
+    mtu: int  # 0 = calico detects it
+    block_size: int
+
+
+@dataclass(frozen=True)
 class CoreDns:
     enabled: bool
     image: str
@@ -174,6 +185,7 @@ class SmokeTest:
 @dataclass(frozen=True)
 class Addons:
     flannel: Flannel
+    calico: Calico
     coredns: CoreDns
     metrics_server: MetricsServer
     dashboard: Dashboard
@@ -184,6 +196,9 @@ class Addons:
 DEFAULT_IMAGES = {
     "flannel": "ghcr.io/flannel-io/flannel:v0.26.7",
     "flannelCniPlugin": "ghcr.io/flannel-io/flannel-cni-plugin:v1.6.2-flannel1",
+    "calicoNode": "docker.io/calico/node:v3.29.3",
+    "calicoCni": "docker.io/calico/cni:v3.29.3",
+    "calicoKubeControllers": "docker.io/calico/kube-controllers:v3.29.3",
     "coredns": "registry.k8s.io/coredns/coredns:v1.12.0",
     "metricsServer": "registry.k8s.io/metrics-server/metrics-server:v0.7.2",
     "dashboard": "docker.io/kubernetesui/dashboard:v2.7.0",
@@ -517,9 +532,7 @@ def load(raw: Mapping[str, Any]) -> ClusterConfig:
     if mode not in KUBE_PROXY_MODES:
         r.fail("network.kubeProxyMode", f"unknown mode {mode!r} (known: {', '.join(KUBE_PROXY_MODES)})")
     cni = r.string(nraw, "cni", "network", "flannel") or "flannel"
-    if cni in PLANNED_CNIS:
-        r.fail("network.cni", f"{cni} is not available yet in this version (use flannel or none)")
-    elif cni not in CNIS:
+    if cni not in CNIS:
         r.fail("network.cni", f"unknown CNI {cni!r} (known: {', '.join(CNIS)})")
     host_cidrs_raw = nraw.get("hostCidrs") or []
     host_cidrs = [r.cidr(str(c), f"network.hostCidrs[{i}]") for i, c in enumerate(host_cidrs_raw)]
@@ -632,6 +645,9 @@ def load(raw: Mapping[str, Any]) -> ClusterConfig:
     validity = r.integer(raw, "certValidityHours", "certValidityHours", 24 * 365 * 5, 24, 24 * 365 * 20)
     addons = _parse_addons(r, r.mapping(raw.get("addons"), "addons"))
 
+    if network.cni == "calico" and pod is not None and addons.calico.block_size < pod.prefixlen:
+        r.fail("addons.calico.blockSize", f"/{addons.calico.block_size} blocks do not fit in network.podCidr {pod}")
+
     if r.problems:
         raise ConfigError(r.problems)
     return ClusterConfig(cluster_name=cluster_name, hosts=tuple(hosts), versions=versions, network=network,
@@ -647,8 +663,8 @@ def _image(r: _Reader, m: Mapping[str, Any], key: str, where: str, default: str)
 
 
 def _parse_addons(r: _Reader, a: Mapping[str, Any]) -> Addons:
-    r.unknown_keys(a, {"flannel", "coredns", "metricsServer", "dashboard", "smokeTest", "awaitTimeoutSeconds"},
-                   "addons")
+    r.unknown_keys(a, {"flannel", "calico", "coredns", "metricsServer", "dashboard", "smokeTest",
+                       "awaitTimeoutSeconds"}, "addons")
     f = r.mapping(a.get("flannel"), "addons.flannel")
     r.unknown_keys(f, {"image", "pluginImage", "vxlanVni", "vxlanPort", "iface"}, "addons.flannel")
     flannel = Flannel(image=_image(r, f, "image", "addons.flannel", DEFAULT_IMAGES["flannel"]),
@@ -656,6 +672,25 @@ def _parse_addons(r: _Reader, a: Mapping[str, Any]) -> Addons:
                       vxlan_vni=r.integer(f, "vxlanVni", "addons.flannel", 1, 1, 16777215),
                       vxlan_port=r.integer(f, "vxlanPort", "addons.flannel", 8472, 1, 65535),
                       iface=r.string(f, "iface", "addons.flannel"))
+    k = r.mapping(a.get("calico"), "addons.calico")
+    w = "addons.calico"
+    r.unknown_keys(k, {"nodeImage", "cniImage", "kubeControllersImage", "ipipMode", "autodetectionMethod", "mtu",
+                       "blockSize"}, w)
+    ipip = r.string(k, "ipipMode", w, "Always") or "Always"
+    if ipip not in IPIP_MODES:
+        r.fail(f"{w}.ipipMode", f"{ipip!r} must be one of {', '.join(IPIP_MODES)}")
+    detect = r.string(k, "autodetectionMethod", w, "first-found") or "first-found"
+    if not re.match(r"^(first-found|kubernetes-internal-ip|(can-reach|interface|skip-interface|cidr)=\S+)$", detect):
+        r.fail(f"{w}.autodetectionMethod", f"{detect!r}: use first-found, kubernetes-internal-ip, can-reach=IP, "
+                                           "interface=REGEX, skip-interface=REGEX or cidr=CIDR")
+    mtu = r.integer(k, "mtu", w, 0, 0, 9000)
+    if 0 < mtu < 1000:
+        r.fail(f"{w}.mtu", f"{mtu} is too small (0 = detect, or 1000-9000)")
+    calico = Calico(node_image=_image(r, k, "nodeImage", w, DEFAULT_IMAGES["calicoNode"]),
+                    cni_image=_image(r, k, "cniImage", w, DEFAULT_IMAGES["calicoCni"]),
+                    kube_controllers_image=_image(r, k, "kubeControllersImage", w, DEFAULT_IMAGES["calicoKubeControllers"]),
+                    ipip_mode=ipip, autodetection_method=detect, mtu=mtu,
+                    block_size=r.integer(k, "blockSize", w, 26, 20, 32))
     c = r.mapping(a.get("coredns"), "addons.coredns")
     r.unknown_keys(c, {"enabled", "image", "replicas", "upstream"}, "addons.coredns")
     coredns = CoreDns(enabled=r.boolean(c, "enabled", "addons.coredns", True),
@@ -682,7 +717,7 @@ def _parse_addons(r: _Reader, a: Mapping[str, Any]) -> Addons:
                       replicas=r.integer(st, "replicas", "addons.smokeTest", 2, 1, 100))
     if dashboard.enabled and smoke.enabled and dashboard.node_port == smoke.node_port:
         r.fail("addons.smokeTest.nodePort", f"{smoke.node_port} is already addons.dashboard.nodePort")
-    return Addons(flannel=flannel, coredns=coredns, metrics_server=metrics, dashboard=dashboard,
+    return Addons(flannel=flannel, calico=calico, coredns=coredns, metrics_server=metrics, dashboard=dashboard,
                   smoke_test=smoke, await_timeout_s=r.integer(a, "awaitTimeoutSeconds", "addons", 600, 30, 7200))
 
 

@@ -123,11 +123,89 @@ def test_addons_can_be_disabled():
     assert not [r for r in g.records if "coredns" in r.name or "metrics-server" in r.name]
 
 
-def test_planned_cnis_fail_clearly():
-    for cni in ("calico", "canal"):
-        with pytest.raises(ConfigError) as e:
-            config.load(single_cp_config(network={"cni": cni}))
-        assert f"network.cni: {cni} is not available yet" in str(e.value)
+def env_of(container):
+    return {e["name"]: e.get("value") for e in container.get("env", [])}
+
+
+@pytest.fixture(scope="module")
+def calico():
+    return evaluate(dict(dev_config(), network=dict(dev_config()["network"], cni="calico"),
+                         addons={"calico": {"ipipMode": "CrossSubnet", "autodetectionMethod": "cidr=192.0.2.0/24",
+                                            "mtu": 1440}}))
+
+
+def test_calico_pool_ipip_autodetect_mtu(calico):
+    ds = obj(calico, "daemonset-kube-system-calico-node")
+    env = env_of(ds["spec"]["template"]["spec"]["containers"][0])
+    assert env["CALICO_IPV4POOL_CIDR"] == "10.244.0.0/16"
+    assert env["CALICO_IPV4POOL_IPIP"] == "CrossSubnet"
+    assert env["IP_AUTODETECTION_METHOD"] == "cidr=192.0.2.0/24"
+    assert env["DATASTORE_TYPE"] == "kubernetes" and env["CLUSTER_TYPE"] == "k8s,bgp"
+    cm = obj(calico, "configmap-kube-system-calico-config")["data"]
+    assert cm["veth_mtu"] == "1440" and cm["calico_backend"] == "bird"
+    assert json_ok(cm["cni_network_config"].replace("__CNI_MTU__", "1440"))
+    ep = obj(calico, "configmap-kube-system-kubernetes-services-endpoint")["data"]
+    assert ep == {"KUBERNETES_SERVICE_HOST": "192.0.2.100", "KUBERNETES_SERVICE_PORT": "6443"}
+    assert {c["image"] for c in containers(ds)} == {"docker.io/calico/cni:v3.29.3", "docker.io/calico/node:v3.29.3"}
+    assert not calico.of_type("kubernetes:apps/v1:DaemonSet")[0].name.startswith("daemonset-kube-flannel")
+
+
+def json_ok(text):
+    json.loads(text)
+    return True
+
+
+def test_calico_crds_first_then_rbac_then_daemonset(calico):
+    crds = calico.of_type("kubernetes:apiextensions.k8s.io/v1:CustomResourceDefinition")
+    assert len(crds) == 21
+    assert {"ippools.crd.projectcalico.org", "ipamblocks.crd.projectcalico.org",
+            "adminnetworkpolicies.policy.networking.k8s.io"} <= {c.inputs["metadata"]["name"] for c in crds}
+    ds = calico.get("daemonset-kube-system-calico-node")
+    up = calico.ancestors(ds)
+    assert all(c.urn in up for c in crds)
+    for dep in ("configmap-kube-system-calico-config", "clusterrolebinding-calico-node",
+                "serviceaccount-kube-system-calico-node", "configmap-kube-system-kubernetes-services-endpoint"):
+        assert calico.get(dep).urn in up, dep
+    for w in ("master01", "node02"):
+        assert calico.get(f"{w}-kubelet").urn in up
+    assert ds.urn in calico.ancestors(calico.get("deployment-kube-system-coredns"))
+
+
+def test_canal_flannel_overlay_with_calico_policy():
+    g = evaluate(single_cp_config(network={"cni": "canal", "podCidr": "10.200.0.0/16"}))
+    ds = obj(g, "daemonset-kube-system-canal")
+    cs = {c["name"]: c for c in ds["spec"]["template"]["spec"]["containers"]}
+    assert set(cs) == {"calico-node", "kube-flannel"}
+    assert env_of(cs["calico-node"])["CALICO_NETWORKING_BACKEND"] == "none"
+    assert env_of(cs["calico-node"])["CLUSTER_TYPE"] == "k8s,canal"
+    assert cs["kube-flannel"]["image"] == "ghcr.io/flannel-io/flannel:v0.26.7"
+    cm = obj(g, "configmap-kube-system-canal-config")["data"]
+    assert json.loads(cm["net-conf.json"])["Network"] == "10.200.0.0/16"
+    assert '"subnet": "usePodCidr"' in cm["cni_network_config"]
+    subjects = {r.inputs["metadata"]["name"]: r.inputs["subjects"] for r in g.of_type(
+        "kubernetes:rbac.authorization.k8s.io/v1:ClusterRoleBinding") if r.name in (
+        "clusterrolebinding-calico-node", "clusterrolebinding-canal-flannel")}
+    assert all(s[0]["name"] == "canal" for s in subjects.values()) and len(subjects) == 2
+    assert g.cluster.cni.ready is not None
+
+
+def test_switching_the_cni_touches_no_host():
+    base, other = evaluate(dev_config()), evaluate(dict(dev_config(), network=dict(dev_config()["network"], cni="calico")))
+    assert {r.name: r.inputs["create"] for r in base.steps} == {r.name: r.inputs["create"] for r in other.steps}
+    names = lambda g: {r.name for r in g.records if r.type.startswith("kubernetes:")}  # noqa: E731
+    assert "daemonset-kube-flannel-kube-flannel-ds" in names(base) - names(other)
+    assert "daemonset-kube-system-calico-node" in names(other) - names(base)
+
+
+def test_bad_calico_settings():
+    with pytest.raises(ConfigError) as e:
+        config.load(single_cp_config(network={"cni": "calico", "podCidr": "10.244.0.0/16"},
+                                     addons={"calico": {"ipipMode": "Sometimes", "autodetectionMethod": "magic",
+                                                        "mtu": 500, "blockSize": 12}}))
+    text = str(e.value)
+    for needle in ("addons.calico.ipipMode", "addons.calico.autodetectionMethod", "addons.calico.mtu",
+                   "addons.calico.blockSize"):
+        assert needle in text, needle
 
 
 def test_bad_addon_settings():
