@@ -12,6 +12,8 @@ from .config import ClusterConfig
 from .addons import Addons
 from .cni import Cni
 from .control_plane import ControlPlane, ca_files
+from .drift import ANY_SHA, HostState, desired_state
+from .remote import Step
 from .etcd import EtcdCluster
 from .host import Host
 from .pki import Pki
@@ -28,6 +30,7 @@ class Cluster:
     workers: dict[str, WorkerNode]
     cni: Optional[Cni]
     addons: Addons
+    states: dict = None  # host name -> HostState (drift tracking)
 
 
 def build(cfg: ClusterConfig) -> Cluster:
@@ -44,5 +47,43 @@ def build(cfg: ClusterConfig) -> Cluster:
     node_ready = [r for w in workers.values() for r in w.ready]
     cni = Cni("cni", cfg, cp.provider, after=[cp.ready, *node_ready]) if cfg.network.cni != "none" else None
     addons = Addons("addons", cfg, pki, cp.provider, after=[cni.ready] if cni else node_ready)
-    return Cluster(cfg=cfg, pki=pki, hosts=hosts, etcd=etcd, control_plane=cp, workers=workers, cni=cni,
-                   addons=addons)
+    cluster = Cluster(cfg=cfg, pki=pki, hosts=hosts, etcd=etcd, control_plane=cp, workers=workers, cni=cni,
+                      addons=addons)
+    cluster.states = {n: track_drift(h, steps) for n, h in hosts.items() if (steps := host_steps(cluster)[n])}
+    return cluster
+
+
+def host_steps(c: Cluster) -> dict[str, list[Step]]:
+    """Every step that leaves files or units on a host, by host."""
+    cp = c.control_plane
+    steps: list[Step] = [s for h in c.hosts.values() for s in (h.prep, h.binaries)]
+    steps += list(c.etcd.members.values())
+    steps += [*cp.apiservers.values(), *cp.controller_managers.values(), *cp.schedulers.values()]
+    if cp.load_balancer:
+        steps += list(cp.load_balancer.steps.values())
+    steps += [s for w in c.workers.values() for s in (w.containerd, w.kubelet, w.kube_proxy)]
+    out: dict[str, list[Step]] = {n: [] for n in c.hosts}
+    for s in steps:
+        out[s.host.name].append(s)
+    return out
+
+
+def track_drift(host: Host, steps: list[Step]) -> HostState:
+    """One HostState per host: what its steps manage, and how to repair each item."""
+    s = host.spec.ssh
+    binaries = {"step": "binaries", "units": [],
+                "files": {p: (ANY_SHA, "0755") for p in artifacts.installed_paths(host.artifacts)}}
+    desired = pulumi.Output.all(*[st.manifest for st in steps]).apply(
+        lambda ms: desired_state([*ms, binaries], host.sysctls))
+    repair = pulumi.Output.secret(pulumi.Output.all(*[st.create for st in steps]).apply(
+        lambda cs: {st.step_name: c for st, c in zip(steps, cs)}))
+    b = s.bastion
+    connection = {"host": host.spec.address, "port": s.port, "user": s.user,
+                  "private_key": pulumi.Output.secret(s.private_key) if s.private_key else "",
+                  "host_key": s.host_key or "", "agent": s.agent, "sudo": s.sudo,
+                  "bastion": {"host": b.address, "port": b.port, "user": b.user, "agent": b.agent,
+                              "private_key": pulumi.Output.secret(b.private_key) if b.private_key else "",
+                              "host_key": b.host_key or ""} if b else None}
+    return HostState(f"{host.spec.name}-state", {"host": host.spec.name, "connection": connection,
+                                                 "desired": desired, "repair": repair},
+                     opts=pulumi.ResourceOptions(parent=host, depends_on=steps))

@@ -52,10 +52,14 @@ class Host(pulumi.ComponentResource):
         # does not ship 1000 /etc/hosts lines to every node (components address nodes by IP)
         infra = [h for h in cfg.hosts if h.name == spec.name or set(h.roles) & {"etcd", "control-plane", "loadbalancer"}]
         hosts_block = "\n".join(f"{h.internal_address} {h.name}" for h in infra)
+        sysctl_conf = render("sysctl-kubernetes.conf", ipv6_lines=ipv6)
+        # key -> value, for drift tracking (a reset sysctl is drift)
+        self.sysctls = dict(line.replace(" ", "").split("=", 1) for line in sysctl_conf.splitlines()
+                            if line.strip() and not line.startswith("#"))
         self.prep = Step(
             f"{name}-prep", spec, step="prep",
             files=[
-                RemoteFile("/etc/sysctl.d/99-kubernetes.conf", render("sysctl-kubernetes.conf", ipv6_lines=ipv6)),
+                RemoteFile("/etc/sysctl.d/99-kubernetes.conf", sysctl_conf),
                 RemoteFile("/etc/modules-load.d/kubernetes.conf", render(
                     "modules-load-kubernetes.conf", modules="\n".join(mods),
                     ipvs_comment=", ip_vs* for kube-proxy mode ipvs (seed 004)" if len(mods) > 2 else "")),

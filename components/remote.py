@@ -59,14 +59,6 @@ class RemoteFile:
         return self.mode == "0600"
 
 
-@dataclass(frozen=True)
-class Manifest:
-    """What a step manages on its host, resolved: the drift reader compares against this."""
-
-    files: Mapping[str, tuple[str, str]]  # path -> (sha256, mode)
-    units: Sequence[str]
-
-
 def connection(host: cfgmod.Host) -> remote.ConnectionArgs:
     s = host.ssh
     proxy = None
@@ -154,9 +146,10 @@ class Step(remote.Command):
         create = contents.apply(build)
         if any(f.secret for f in files):
             create = pulumi.Output.secret(create)
-        self.manifest: pulumi.Output[Manifest] = contents.apply(lambda values: Manifest(
-            files={f.path: (hashlib.sha256(v.encode()).hexdigest(), f.mode) for f, v in zip(files, values)},
-            units=tuple(units)))
+        # what this step manages, resolved: drift tracking (components/drift.py) compares against it
+        self.manifest: pulumi.Output[dict] = contents.apply(lambda values: {
+            "step": step, "units": list(units),
+            "files": {f.path: (hashlib.sha256(v.encode()).hexdigest(), f.mode) for f, v in zip(files, values)}})
         super().__init__(
             name,
             connection=connection(host),

@@ -1,0 +1,188 @@
+"""Drift tracking: the diff logic, the graph, and the provider for real over SSH (local sshd)."""
+import os
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from components import config, drift
+from components.remote import step_command
+from conftest import dev_config, evaluate, single_cp_config
+
+os.environ.setdefault("SSH_AUTH_SOCK", "/tmp/test-agent.sock")
+
+
+def desired_example():
+    ms = [{"step": "kubelet", "units": ["kubelet.service"],
+           "files": {"/opt/kubernetes/cfg/kubelet.conf": ("aa" * 32, "0644"),
+                     "/opt/kubernetes/ssl/kubelet-key.pem": ("bb" * 32, "0600")}},
+          {"step": "binaries", "units": [], "files": {"/opt/kubernetes/bin/kubelet": (drift.ANY_SHA, "0755")}}]
+    return drift.desired_state(ms, {"net.ipv4.ip_forward": "1"})
+
+
+def test_desired_state_and_owners():
+    d = desired_example()
+    assert d["files"]["/opt/kubernetes/ssl/kubelet-key.pem"] == "bb" * 32 + " 600"
+    assert d["units"] == {"kubelet.service": "enabled active"}
+    assert d["settings"] == {"swap": "off", "sysctl:net.ipv4.ip_forward": "1"}
+    assert d["owners"]["file:/opt/kubernetes/cfg/kubelet.conf"] == "kubelet"
+    assert d["owners"]["setting:swap"] == "prep"
+
+
+def test_no_drift_means_no_difference():
+    d = desired_example()
+    out = ("F /opt/kubernetes/cfg/kubelet.conf " + "aa" * 32 + " 644\n"
+           "F /opt/kubernetes/ssl/kubelet-key.pem " + "bb" * 32 + " 600\n"
+           "F /opt/kubernetes/bin/kubelet " + "cc" * 32 + " 755\n"
+           "U kubelet.service enabled active\nS swap off\nS sysctl:net.ipv4.ip_forward 1\n")
+    actual = drift.observed(d, drift.parse_read(out))
+    assert drift.drifted(d, actual) == []
+
+
+def test_each_kind_of_drift_is_named():
+    d = desired_example()
+    out = ("F /opt/kubernetes/cfg/kubelet.conf " + "ff" * 32 + " 644\n"   # edited
+           "F /opt/kubernetes/ssl/kubelet-key.pem missing -\n"              # deleted
+           "F /opt/kubernetes/bin/kubelet " + "cc" * 32 + " 700\n"          # mode changed
+           "U kubelet.service enabled inactive\nS swap on\nS sysctl:net.ipv4.ip_forward 0\n")
+    actual = drift.observed(d, drift.parse_read(out))
+    items = drift.drifted(d, actual)
+    assert items == ["file:/opt/kubernetes/cfg/kubelet.conf", "file:/opt/kubernetes/ssl/kubelet-key.pem",
+                     "file:/opt/kubernetes/bin/kubelet", "unit:kubelet.service", "setting:swap",
+                     "setting:sysctl:net.ipv4.ip_forward"]
+    assert drift.steps_to_repair(items, d["owners"]) == ["kubelet", "binaries", "prep"]
+    assert actual["files"]["/opt/kubernetes/ssl/kubelet-key.pem"] == "missing"
+
+
+def test_read_request_covers_every_item():
+    req = drift.read_request(desired_example()).splitlines()
+    assert "F /opt/kubernetes/bin/kubelet" in req and "U kubelet.service" in req
+    assert "S swap" in req and "S sysctl net.ipv4.ip_forward" in req
+
+
+def test_graph_one_state_per_host_after_its_steps():
+    g = evaluate(dev_config())
+    states = g.of_type("pulumi-python:dynamic:Resource")
+    assert sorted(s.name for s in states) == sorted(f"{h}-state" for h in
+                                                   ("master01", "master02", "node01", "node02", "lb01", "lb02"))
+    st = g.get("node01-state")
+    for step in ("prep", "binaries", "etcd", "containerd", "kubelet", "kube-proxy"):
+        assert g.get(f"node01-{step}").urn in st.deps
+    d = st.inputs["desired"]
+    assert d["units"] == {"etcd.service": "enabled active", "containerd.service": "enabled active",
+                          "kubelet.service": "enabled active", "kube-proxy.service": "enabled active"}
+    assert d["files"]["/opt/kubernetes/bin/kubelet"] == "* 755"
+    assert d["files"]["/opt/etcd/ssl/server-key.pem"].endswith(" 600")
+    assert d["settings"]["sysctl:net.ipv4.ip_forward"] == "1" and d["settings"]["swap"] == "off"
+    assert set(st.inputs["repair"]) == {"prep", "binaries", "etcd", "containerd", "kubelet", "kube-proxy"}
+    assert "repair" in st.secret_inputs
+    assert {"repair", "connection"} <= st.secret_outputs
+    lb = g.get("lb01-state").inputs["desired"]["units"]
+    assert lb == {"kube-apiserver-vip.service": "enabled active", "kube-apiserver-lb.service": "enabled active"}
+
+
+# ---------------------------------------------------------------- the provider for real, over SSH
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def sshd(tmp_path_factory):
+    exe = shutil.which("sshd") or "/usr/sbin/sshd"
+    assert os.path.exists(exe), "openssh-server is required (installed by ./run test)"
+    assert os.geteuid() == 0, "the SSH drift test logs in as root on 127.0.0.1"
+    d = tmp_path_factory.mktemp("sshd")
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(d / "host")], check=True)
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(d / "client")], check=True)
+    (d / "authorized_keys").write_text((d / "client.pub").read_text())
+    os.chmod(d / "authorized_keys", 0o600)
+    port = _free_port()
+    (d / "sshd_config").write_text(
+        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/host\nAuthorizedKeysFile {d}/authorized_keys\n"
+        f"PermitRootLogin prohibit-password\nPasswordAuthentication no\nStrictModes no\nUsePAM no\n"
+        f"PidFile {d}/sshd.pid\n")
+    os.makedirs("/run/sshd", exist_ok=True)
+    proc = subprocess.Popen([exe, "-D", "-e", "-f", str(d / "sshd_config")], stderr=subprocess.PIPE)
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            break
+        except OSError:
+            time.sleep(0.1)
+    host_key = (d / "host.pub").read_text().split()[:2]
+    yield {"port": port, "key": (d / "client").read_text(), "host_key": " ".join(host_key)}
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+def _props(sshd, root: Path):
+    spec = config.load(single_cp_config(ssh={"privateKey": sshd["key"]})).hosts[0]
+    files = [(str(root / "cfg/kubelet.conf"), "flags\n", "0644"), (str(root / "ssl/kubelet-key.pem"), "KEY\n", "0600")]
+    create = step_command(spec, "kubelet", files, "true\n", {})
+    import hashlib
+    manifest = {"step": "kubelet", "units": [],
+                "files": {p: (hashlib.sha256(c.encode()).hexdigest(), m) for p, c, m in files}}
+    desired = drift.desired_state([manifest], {"kernel.ostype": "Linux"})
+    return {"host": "cp1", "desired": desired, "repair": {"kubelet": create},
+            "connection": {"host": "127.0.0.1", "port": sshd["port"], "user": "root", "private_key": sshd["key"],
+                           "host_key": sshd["host_key"], "agent": False, "sudo": False, "bastion": None}}
+
+
+def test_refresh_shows_drift_and_update_repairs_it(sshd, tmp_path):
+    p = drift.HostStateProvider()
+    props = _props(sshd, tmp_path)
+    target = drift.target_of(props)
+    drift.run(target, props["repair"]["kubelet"])  # what `pulumi up` ran: the step
+    created = p.create(props)
+    assert drift.drifted(props["desired"], created.outs["actual"]) == []
+
+    # no drift: refresh records the same state, the diff is empty
+    clean = p.read("cp1", created.outs)
+    assert not p.diff("cp1", clean.outs, props).changes
+    assert clean.inputs["desired"]["files"] == props["desired"]["files"]
+
+    # hand edits on the host: a config changed, a key deleted, a mode loosened
+    (tmp_path / "cfg/kubelet.conf").write_text("edited by hand\n")
+    (tmp_path / "ssl/kubelet-key.pem").unlink()
+    refreshed = p.read("cp1", created.outs)
+    shown = refreshed.inputs["desired"]["files"]
+    assert shown[str(tmp_path / "ssl/kubelet-key.pem")] == "missing"
+    assert shown[str(tmp_path / "cfg/kubelet.conf")] != props["desired"]["files"][str(tmp_path / "cfg/kubelet.conf")]
+    assert p.diff("cp1", refreshed.outs, props).changes
+
+    repaired = p.update("cp1", refreshed.outs, props)
+    assert repaired.outs["repaired"] == ["kubelet"]
+    assert (tmp_path / "cfg/kubelet.conf").read_text() == "flags\n"
+    assert oct((tmp_path / "ssl/kubelet-key.pem").stat().st_mode & 0o777) == "0o600"
+    assert not p.diff("cp1", p.read("cp1", repaired.outs).outs, props).changes
+
+    os.chmod(tmp_path / "ssl/kubelet-key.pem", 0o644)
+    loose = p.read("cp1", repaired.outs)
+    assert loose.inputs["desired"]["files"][str(tmp_path / "ssl/kubelet-key.pem")].endswith(" 644")
+    assert p.update("cp1", loose.outs, props).outs["repaired"] == ["kubelet"]
+
+
+def test_pinned_host_key_mismatch_is_refused(sshd, tmp_path):
+    props = _props(sshd, tmp_path)
+    props["connection"]["host_key"] = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHrbGzaYv4tSWVxXanIx8ZLHa3tD6U2tQXgZxWl2l0Hf"
+    with pytest.raises(drift.HostUnreachable) as e:
+        drift.HostStateProvider().create(props)
+    assert "host cp1 (127.0.0.1:" in str(e.value)
+
+
+def test_unreachable_host_fails_fast_with_its_name(sshd, tmp_path):
+    props = _props(sshd, tmp_path)
+    props["connection"]["port"] = _free_port()  # nothing listens there
+    t0 = time.time()
+    with pytest.raises(drift.HostUnreachable) as e:
+        drift.HostStateProvider().read("cp1", props)
+    assert time.time() - t0 < drift.CONNECT_TIMEOUT_S + 5
+    assert "host cp1 (127.0.0.1:" in str(e.value) and "unreachable" in str(e.value)
