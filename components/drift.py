@@ -62,7 +62,8 @@ def parse_read(output: str) -> dict[str, dict[str, str]]:
 
 
 def read_request(desired: Mapping[str, Mapping[str, str]]) -> str:
-    lines = [f"F {p}" for p in desired["files"]] + [f"U {u}" for u in desired["units"]]
+    lines = [f"{'M' if want.startswith(ANY_SHA + ' ') else 'F'} {p}" for p, want in desired["files"].items()]
+    lines += [f"U {u}" for u in desired["units"]]
     for k in desired["settings"]:
         lines.append("S swap" if k == "swap" else f"S sysctl {k.split(':', 1)[1]}")
     return "\n".join(lines) + "\n"

@@ -2,7 +2,8 @@
 # Drift read (resource HostState): report the actual state of what a host's steps manage,
 # in one SSH round trip, one line per item:
 #   F <path> <sha256|missing> <mode|->     U <unit> <enabled> <active>     S <setting> <value>
-# Input on stdin: the same item kinds, one per line: "F path", "U unit", "S swap" or "S sysctl KEY".
+# Input on stdin, one per line: "F path" (digest + mode), "M path" (mode only: a binary whose
+# digest is not pinned, not worth hashing on every refresh), "U unit", "S swap", "S sysctl KEY".
 set -u
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 while read -r kind a b; do
@@ -13,6 +14,8 @@ while read -r kind a b; do
       else
         echo "F $a missing -"
       fi ;;
+    M)
+      if [ -f "$a" ]; then echo "F $a * $(stat -c %a "$a")"; else echo "F $a missing -"; fi ;;
     U)
       en=$(systemctl is-enabled "$a" 2>/dev/null); [ -n "$en" ] || en=unknown
       ac=$(systemctl is-active "$a" 2>/dev/null); [ -n "$ac" ] || ac=unknown

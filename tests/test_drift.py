@@ -1,8 +1,5 @@
 """Drift tracking: the diff logic, the graph, and the provider for real over SSH (local sshd)."""
 import os
-import shutil
-import socket
-import subprocess
 import time
 from pathlib import Path
 
@@ -11,6 +8,7 @@ import pytest
 from components import config, drift
 from components.remote import step_command
 from conftest import dev_config, evaluate, single_cp_config
+from sshd import free_port, local_sshd
 
 os.environ.setdefault("SSH_AUTH_SOCK", "/tmp/test-agent.sock")
 
@@ -59,7 +57,8 @@ def test_each_kind_of_drift_is_named():
 
 def test_read_request_covers_every_item():
     req = drift.read_request(desired_example()).splitlines()
-    assert "F /opt/kubernetes/bin/kubelet" in req and "U kubelet.service" in req
+    assert "M /opt/kubernetes/bin/kubelet" in req and "U kubelet.service" in req
+    assert "F /opt/kubernetes/cfg/kubelet.conf" in req
     assert "S swap" in req and "S sysctl net.ipv4.ip_forward" in req
 
 
@@ -87,40 +86,10 @@ def test_graph_one_state_per_host_after_its_steps():
 # ---------------------------------------------------------------- the provider for real, over SSH
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def sshd(tmp_path_factory):
-    exe = shutil.which("sshd") or "/usr/sbin/sshd"
-    assert os.path.exists(exe), "openssh-server is required (installed by ./run test)"
-    assert os.geteuid() == 0, "the SSH drift test logs in as root on 127.0.0.1"
-    d = tmp_path_factory.mktemp("sshd")
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(d / "host")], check=True)
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(d / "client")], check=True)
-    (d / "authorized_keys").write_text((d / "client.pub").read_text())
-    os.chmod(d / "authorized_keys", 0o600)
-    port = _free_port()
-    (d / "sshd_config").write_text(
-        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/host\nAuthorizedKeysFile {d}/authorized_keys\n"
-        f"PermitRootLogin prohibit-password\nPasswordAuthentication no\nStrictModes no\nUsePAM no\n"
-        f"PidFile {d}/sshd.pid\n")
-    os.makedirs("/run/sshd", exist_ok=True)
-    proc = subprocess.Popen([exe, "-D", "-e", "-f", str(d / "sshd_config")], stderr=subprocess.PIPE)
-    deadline = time.time() + 10
-    while time.time() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            break
-        except OSError:
-            time.sleep(0.1)
-    host_key = (d / "host.pub").read_text().split()[:2]
-    yield {"port": port, "key": (d / "client").read_text(), "host_key": " ".join(host_key)}
-    proc.terminate()
-    proc.wait(timeout=10)
+def sshd():
+    with local_sshd() as server:
+        yield server
 
 
 def _props(sshd, root: Path):
@@ -180,7 +149,7 @@ def test_pinned_host_key_mismatch_is_refused(sshd, tmp_path):
 
 def test_unreachable_host_fails_fast_with_its_name(sshd, tmp_path):
     props = _props(sshd, tmp_path)
-    props["connection"]["port"] = _free_port()  # nothing listens there
+    props["connection"]["port"] = free_port()  # nothing listens there
     t0 = time.time()
     with pytest.raises(drift.HostUnreachable) as e:
         drift.HostStateProvider().read("cp1", props)
