@@ -9,8 +9,6 @@ checksum file the upstream project publishes beside the artifact (fetched from t
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
-
 from .config import ClusterConfig, Host
 
 K8S_SERVER = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")
@@ -100,7 +98,3 @@ def installed_paths(artifacts: list[Artifact]) -> list[str]:
 def spec_lines(artifacts: list[Artifact]) -> str:
     """One line per artifact for binaries.sh: key url sha256 sum_url install."""
     return "".join(f"{a.key} {a.url} {a.sha256 or '-'} {a.sum_url} {a.install}\n" for a in artifacts)
-
-
-def sha_of(cfg: ClusterConfig, key: str) -> Optional[str]:
-    return cfg.downloads.checksums.get(key)

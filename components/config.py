@@ -9,7 +9,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Mapping, Optional
 
 ROLES = ("etcd", "control-plane", "worker", "loadbalancer")
@@ -411,7 +411,8 @@ def _parse_ssh(r: _Reader, raw: Mapping[str, Any], defaults: Mapping[str, Any], 
         bw = f"{where}.bastion"
         r.unknown_keys(braw, {"address", "port", "user", "keyFile", "privateKey", "hostKey", "agent"}, bw)
         baddr = r.string(braw, "address", bw, required=True)
-        r.ip(baddr, f"{bw}.address") if baddr and baddr[0].isdigit() else None
+        if baddr and baddr[0].isdigit():  # a name is fine too
+            r.ip(baddr, f"{bw}.address")
         bkey = r.string(braw, "privateKey", bw)
         bkey_file = r.string(braw, "keyFile", bw)
         bagent = r.boolean(braw, "agent", bw, agent)
@@ -444,7 +445,8 @@ def _parse_hosts(r: _Reader, raw: Any, ssh_defaults: Mapping[str, Any]) -> list[
         if not _DNS1123.match(name):
             r.fail(f"{where}.name", f"{name!r} must be a lowercase DNS label (a-z, 0-9, '-'), it becomes the node name")
         address = r.string(h, "address", where, required=True) or ""
-        r.ip(address, f"{where}.address") if address else None
+        if address:
+            r.ip(address, f"{where}.address")
         internal = r.string(h, "internalAddress", where, address) or address
         if internal != address:
             r.ip(internal, f"{where}.internalAddress")

@@ -18,7 +18,7 @@ from .host import Host
 from .kubeconfig import kubeconfig
 from .loadbalancer import ApiLoadBalancer
 from .pki import Pki
-from .remote import RemoteFile, Step, render, script
+from .remote import RemoteFile, Step, render
 
 SSL = "/opt/kubernetes/ssl"
 CFG = "/opt/kubernetes/cfg"

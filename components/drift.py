@@ -11,8 +11,8 @@ Nothing drifted = nothing differs = no change in the preview.
 """
 from __future__ import annotations
 
+import base64
 import io
-import shlex
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -131,7 +131,7 @@ def _client(host_key: Optional[str], host: str, port: int) -> paramiko.SSHClient
     c = paramiko.SSHClient()
     if host_key:  # pinned: anything else is refused
         kind, data = host_key.split()[:2]
-        key = paramiko.PKey.from_type_string(kind, __import__("base64").b64decode(data))
+        key = paramiko.PKey.from_type_string(kind, base64.b64decode(data))
         c.get_host_keys().add(f"[{host}]:{port}" if port != 22 else host, kind, key)
         c.set_missing_host_key_policy(paramiko.RejectPolicy())
     else:  # like pulumi-command without host_key: not checked
@@ -164,7 +164,6 @@ def run(target: SshTarget, script: str, stdin: str = "", timeout: int = COMMAND_
     try:
         runner = "sudo -n bash" if target.sudo else "bash"
         # the script travels in the command line (base64, no quoting issues), stdin carries data
-        import base64
         enc = base64.b64encode(script.encode()).decode()
         cmd = f"{runner} -c \"$(echo {enc} | base64 -d)\""
         stdin_ch, stdout_ch, stderr_ch = c.exec_command(cmd, timeout=timeout)

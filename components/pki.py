@@ -18,7 +18,7 @@ import pulumi
 import pulumi_random as random
 import pulumi_tls as tls
 
-from .config import ClusterConfig, Host
+from .config import ClusterConfig
 
 SERVER = ["digital_signature", "key_encipherment", "server_auth"]
 CLIENT = ["digital_signature", "key_encipherment", "client_auth"]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import shlex
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from string import Template
 from typing import Mapping, Optional, Sequence

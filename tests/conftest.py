@@ -7,9 +7,8 @@ MockMonitor does not expose dependencies, so `RecordingMonitor` records the raw 
 """
 from __future__ import annotations
 
-import os
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 

@@ -1,5 +1,4 @@
 """Bad input fails during evaluation (before any resource exists) with the field and host named."""
-import copy
 
 import pytest
 

@@ -7,7 +7,6 @@ import subprocess
 import tarfile
 from pathlib import Path
 
-import pytest
 
 from components import artifacts, config
 from components.remote import SCRIPTS, delete_command, script, step_command
