@@ -96,8 +96,16 @@ bridge_up() {
   ip link set "$BRIDGE" up
 }
 
+clean_one() { # a machine that is not running starts from a fresh overlay
+  local d=$LAB_STATE/m$1 g
+  umount "$d/merged" 2>/dev/null || umount -l "$d/merged" 2>/dev/null || true
+  for g in $(cg_dirs "$1"); do [ -d "$g" ] && find "$g" -depth -type d -exec rmdir {} \; 2>/dev/null; done
+  rm -rf "$d"
+}
+
 up_one() {
   local i=$1 d=$LAB_STATE/m$1 g
+  clean_one "$i"
   mkdir -p "$d/upper" "$d/work" "$d/merged" "$d/containerd"
   mountpoint -q "$d/merged" || mount -t overlay overlay \
     -o "lowerdir=$LAB_CACHE/template,upperdir=$d/upper,workdir=$d/work" "$d/merged"
@@ -147,7 +155,7 @@ up() {
 }
 
 down() {
-  local d p g
+  local d p
   for d in "$LAB_STATE"/m*; do
     [ -d "$d" ] || continue
     p=$(cat "$d/pid" 2>/dev/null || true)
@@ -160,10 +168,7 @@ down() {
       for _ in $(seq 1 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
       kill -KILL "$p" 2>/dev/null || true
     fi
-    umount "$d/merged" 2>/dev/null || umount -l "$d/merged" 2>/dev/null || true
-    i=${d##*/m}
-    for g in $(cg_dirs "$i"); do [ -d "$g" ] && find "$g" -depth -type d -exec rmdir {} \; 2>/dev/null; done
-    rm -rf "$d"
+    clean_one "${d##*/m}"
   done
   ip link show "$BRIDGE" >/dev/null 2>&1 && ip link delete "$BRIDGE"
   log "lab is down"

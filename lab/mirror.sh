@@ -22,7 +22,8 @@ build() {
   local tmp
   mkdir -p "$LAB_CACHE/debs" "$M"
   if ! ls "$LAB_CACHE"/debs/etcd-server_*.deb >/dev/null 2>&1; then
-    (cd "$LAB_CACHE/debs" && apt-get download etcd-server etcd-client >/dev/null 2>&1)
+    (cd "$LAB_CACHE/debs" && { apt-get download etcd-server etcd-client >/dev/null 2>&1 \
+       || { apt-get update -q >/dev/null && apt-get download etcd-server etcd-client >/dev/null 2>&1; }; })
   fi
   tmp=$(mktemp -d)
   for deb in "$LAB_CACHE"/debs/etcd-server_*.deb "$LAB_CACHE"/debs/etcd-client_*.deb; do dpkg-deb -x "$deb" "$tmp/x"; done
