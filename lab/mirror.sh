@@ -6,13 +6,17 @@
 #   lab/mirror.sh build [--placeholder-kubernetes]   (re)build the mirror
 #   lab/mirror.sh serve | stop                        HTTP on 10.77.0.1:8080 (the bridge only)
 #
-# etcd comes from Debian's etcd-server/etcd-client packages (3.4.23), repacked into the upstream
-# tarball layout. Kubernetes binaries are not built yet: --placeholder-kubernetes puts small
-# scripts in their place, for checks that download and verify but never start them.
+# etcd (3.4.23), containerd (1.6.20), runc (1.1.5) and the CNI plugins (1.1.1) come from Debian's
+# packages, repacked into the upstream layouts. Kubernetes binaries come from
+# $LAB_CACHE/kubernetes/v<version>/ when built there (lab/build-kubernetes.sh); otherwise
+# --placeholder-kubernetes puts small scripts in their place, for checks that never start them.
 set -euo pipefail
 LAB_CACHE=${LAB_CACHE:-/var/cache/kube-hardway-lab}
 M=$LAB_CACHE/mirror
 ETCD=3.4.23
+CONTAINERD=1.6.20
+RUNC=1.1.5
+CNI=1.1.1
 K8S=${K8S_VERSION:-1.33.4}
 ADDR=10.77.0.1:8080
 
@@ -21,18 +25,35 @@ log() { printf '[mirror] %s\n' "$*" >&2; }
 build() {
   local tmp
   mkdir -p "$LAB_CACHE/debs" "$M"
-  if ! ls "$LAB_CACHE"/debs/etcd-server_*.deb >/dev/null 2>&1; then
-    (cd "$LAB_CACHE/debs" && { apt-get download etcd-server etcd-client >/dev/null 2>&1 \
-       || { apt-get update -q >/dev/null && apt-get download etcd-server etcd-client >/dev/null 2>&1; }; })
+  local debs="etcd-server etcd-client containerd runc containernetworking-plugins" x
+  if [ "$(find "$LAB_CACHE/debs" -name '*.deb' | wc -l)" -lt 5 ]; then
+    # shellcheck disable=SC2086
+    (cd "$LAB_CACHE/debs" && { apt-get download $debs >/dev/null 2>&1 \
+       || { apt-get update -q >/dev/null && apt-get download $debs >/dev/null 2>&1; }; })
   fi
-  tmp=$(mktemp -d)
-  for deb in "$LAB_CACHE"/debs/etcd-server_*.deb "$LAB_CACHE"/debs/etcd-client_*.deb; do dpkg-deb -x "$deb" "$tmp/x"; done
+  tmp=$(mktemp -d); x=$tmp/x
+  for deb in "$LAB_CACHE"/debs/*.deb; do dpkg-deb -x "$deb" "$x"; done
+  # etcd: etcd-v<V>-linux-amd64/{etcd,etcdctl}
   mkdir -p "$tmp/etcd-v$ETCD-linux-amd64" "$M/etcd/v$ETCD"
-  cp "$tmp/x/usr/bin/etcd" "$tmp/x/usr/bin/etcdctl" "$tmp/etcd-v$ETCD-linux-amd64/"
+  cp "$x/usr/bin/etcd" "$x/usr/bin/etcdctl" "$tmp/etcd-v$ETCD-linux-amd64/"
   tar -C "$tmp" -czf "$M/etcd/v$ETCD/etcd-v$ETCD-linux-amd64.tar.gz" "etcd-v$ETCD-linux-amd64"
+  # containerd: bin/{containerd,containerd-shim-runc-v2,ctr}
+  mkdir -p "$tmp/ctd/bin" "$M/containerd/v$CONTAINERD"
+  cp "$x/usr/bin/containerd" "$x/usr/bin/containerd-shim-runc-v2" "$x/usr/bin/ctr" "$tmp/ctd/bin/"
+  tar -C "$tmp/ctd" -czf "$M/containerd/v$CONTAINERD/containerd-$CONTAINERD-linux-amd64.tar.gz" bin
+  # runc: a single binary
+  mkdir -p "$M/runc/v$RUNC"
+  cp "$x/usr/sbin/runc" "$M/runc/v$RUNC/runc.amd64"
+  # CNI plugins: the plugins at the archive's top level
+  mkdir -p "$M/cni-plugins/v$CNI"
+  tar -C "$x/usr/lib/cni" -czf "$M/cni-plugins/v$CNI/cni-plugins-linux-amd64-v$CNI.tgz" .
   rm -rf "$tmp"
-  log "etcd v$ETCD from Debian packages"
-  if [ "${1:-}" = --placeholder-kubernetes ]; then
+  log "etcd $ETCD, containerd $CONTAINERD, runc $RUNC, CNI plugins $CNI from Debian packages"
+  if [ -x "$LAB_CACHE/kubernetes/v$K8S/kubelet" ]; then
+    mkdir -p "$M/kubernetes/v$K8S/bin/linux/amd64"
+    cp "$LAB_CACHE/kubernetes/v$K8S"/* "$M/kubernetes/v$K8S/bin/linux/amd64/"
+    log "Kubernetes v$K8S binaries from $LAB_CACHE/kubernetes/v$K8S"
+  elif [ "${1:-}" = --placeholder-kubernetes ]; then
     mkdir -p "$M/kubernetes/v$K8S/bin/linux/amd64"
     for b in kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy; do
       printf '#!/bin/sh\necho "%s: lab placeholder, not a Kubernetes binary" >&2\nexit 1\n' "$b" \

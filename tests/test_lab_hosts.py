@@ -36,9 +36,10 @@ def stack() -> dict:
         "clusterName": "lab",
         "ssh": {"user": "root", "keyFile": LAB_KEY},
         "hosts": [{"name": "lab1", "address": HOSTS["lab1"], "roles": ["etcd", "control-plane"]},
-                  {"name": "lab2", "address": HOSTS["lab2"], "roles": ["etcd"]},
-                  {"name": "lab3", "address": HOSTS["lab3"], "roles": ["etcd"]}],
-        "versions": {"etcd": "3.4.23"},
+                  {"name": "lab2", "address": HOSTS["lab2"], "roles": ["etcd", "worker"]},
+                  {"name": "lab3", "address": HOSTS["lab3"], "roles": ["etcd", "worker"]}],
+        # what lab/mirror.sh serves (from Debian's packages)
+        "versions": {"etcd": "3.4.23", "containerd": "1.6.20", "runc": "1.1.5", "cniPlugins": "1.1.1"},
         "network": {"hostCidrs": ["10.77.0.0/24"]},
         "downloads": {"mirror": "http://10.77.0.1:8080",
                       "checksums": yaml.safe_load((MIRROR / "checksums.yaml").read_text())},
@@ -76,7 +77,10 @@ def run_phase(g, step: str, hosts, which: str = "create") -> dict[str, tuple[str
         return dict(ex.map(one, hosts))
 
 
-PHASES = [("prep", list(HOSTS)), ("binaries", list(HOSTS)), ("etcd", list(HOSTS)), ("etcd-health", ["lab1"])]
+PHASES = [("prep", list(HOSTS)), ("binaries", list(HOSTS)), ("etcd", list(HOSTS)), ("etcd-health", ["lab1"]),
+          ("containerd", ["lab2", "lab3"])]
+STEPS_OF = {"lab1": ["prep", "binaries", "etcd"], "lab2": ["prep", "binaries", "etcd", "containerd"],
+            "lab3": ["prep", "binaries", "etcd", "containerd"]}
 
 
 def test_steps_on_real_machines(graph, capsys):
@@ -86,8 +90,13 @@ def test_steps_on_real_machines(graph, capsys):
     for step, hosts in PHASES:
         res = run_phase(graph, step, hosts)
         timings[step] = max(t for _, t in res.values())
-    health = res["lab1"][0]
+    health = run_phase(graph, "etcd-health", ["lab1"])["lab1"][0]
     assert "etcd healthy: 3 members" in health
+
+    # containerd (systemd cgroups, our config) serves its API on the workers
+    for h in ("lab2", "lab3"):
+        out = drift.run(target(h), "ctr --address /run/containerd/containerd.sock version")
+        assert "Server:" in out and "1.6.20" in out, out
 
     # etcd answers over TLS with the program's certificates; plain HTTP or no client cert is refused
     tls = ("ETCDCTL_API=3 /opt/etcd/bin/etcdctl --endpoints=https://10.77.0.12:2379 --cacert=/opt/etcd/ssl/ca.pem "
@@ -125,8 +134,10 @@ def test_steps_on_real_machines(graph, capsys):
 def test_teardown_leaves_machines_clean(graph):
     for step, hosts in reversed(PHASES):
         run_phase(graph, step, hosts, which="delete")
-    check = ("ls -d /opt/etcd /opt/kubernetes /var/lib/etcd /var/cache/kube-hardway /etc/systemd/system/etcd.service "
-             "/etc/sysctl.d/99-kubernetes.conf /etc/modules-load.d/kubernetes.conf /var/lib/kube-hardway 2>/dev/null; "
+    check = ("ls -d /opt/etcd /opt/kubernetes /opt/cni/bin/bridge /var/lib/etcd /var/cache/kube-hardway /run/containerd "
+             "/etc/systemd/system/etcd.service /etc/systemd/system/containerd.service /etc/containerd "
+             "/usr/local/bin/containerd /usr/local/sbin/runc /etc/sysctl.d/99-kubernetes.conf "
+             "/etc/modules-load.d/kubernetes.conf /var/lib/kube-hardway 2>/dev/null; "
              "grep -c 'kube-hardway' /etc/hosts; systemctl is-active etcd; true")
     for h in HOSTS:
         out = drift.run(target(h), check).split()
