@@ -27,6 +27,7 @@ from components.cluster import build
 pytestmark = pytest.mark.skipif(os.environ.get("KHW_LAB") != "1", reason="lab check: set KHW_LAB=1 (see README)")
 
 LAB_KEY = "/var/lib/kube-hardway-lab/id_ed25519"
+K8S = "1.33.4"
 MIRROR = Path(os.environ.get("LAB_CACHE", "/var/cache/kube-hardway-lab")) / "mirror"
 HOSTS = {"lab1": "10.77.0.11", "lab2": "10.77.0.12", "lab3": "10.77.0.13"}
 
@@ -67,8 +68,40 @@ def target(host: str) -> drift.SshTarget:
                            host_key=None, agent=False, sudo=False, bastion=None)
 
 
+def resolved(out: pulumi.Output):
+    from pulumi.runtime.sync_await import _sync_await
+    return _sync_await(out.future())
+
+
+def kubectl(g, script: str) -> str:
+    """kubectl on lab1 with the program's admin kubeconfig (a 0600 temp file, removed after)."""
+    import base64
+    kc = base64.b64encode(resolved(g.cluster.control_plane.admin_kubeconfig).encode()).decode()
+    return drift.run(target("lab1"), f"umask 077; k=$(mktemp); echo {kc} | base64 -d > $k; "
+                                     f"trap 'rm -f $k' EXIT; export KUBECONFIG=$k; {script}")
+
+
+def join_objects(g, which: str) -> str:
+    """The bootstrap-token Secret and RBAC the program applies through pulumi-kubernetes."""
+    import json
+    cp = g.get("control-plane", "khw:index:ControlPlane").urn
+    docs = []
+    for r in g.records:
+        if r.type.startswith("kubernetes:") and r.parent == cp:
+            group_version, kind = r.type.split(":")[1], r.type.split(":")[2]
+            api = group_version.removeprefix("core/")
+            docs.append({"apiVersion": api, "kind": kind, **{k: v for k, v in r.inputs.items() if k != "__defaults"}})
+    body = json.dumps({"apiVersion": "v1", "kind": "List", "items": docs})
+    verb = "apply --server-side --field-manager=kube-hardway-lab -f -" if which == "create" else "delete --ignore-not-found -f -"
+    return kubectl(g, f"cat <<'EOF' | /opt/kubernetes/bin/kubectl {verb}\n{body}\nEOF")
+
+
 def run_phase(g, step: str, hosts, which: str = "create") -> dict[str, tuple[str, float]]:
     """One step on several hosts in parallel, as the engine would run them."""
+    if step == "join-objects":
+        t0 = time.perf_counter()
+        return {"lab1": (join_objects(g, which), time.perf_counter() - t0)}
+
     def one(h):
         t0 = time.perf_counter()
         out = drift.run(target(h), g.get(f"{h}-{step}").inputs[which])
@@ -77,10 +110,21 @@ def run_phase(g, step: str, hosts, which: str = "create") -> dict[str, tuple[str
         return dict(ex.map(one, hosts))
 
 
+# with real Kubernetes binaries in the mirror (lab/build-kubernetes.sh), the control plane and the
+# nodes run too; with placeholders, only what Debian's packages provide
+REAL_K8S = not (MIRROR / f"kubernetes/v{K8S}/bin/linux/amd64/kubelet").read_bytes().startswith(b"#!") \
+    if (MIRROR / f"kubernetes/v{K8S}/bin/linux/amd64/kubelet").exists() else False
 PHASES = [("prep", list(HOSTS)), ("binaries", list(HOSTS)), ("etcd", list(HOSTS)), ("etcd-health", ["lab1"]),
           ("containerd", ["lab2", "lab3"])]
 STEPS_OF = {"lab1": ["prep", "binaries", "etcd"], "lab2": ["prep", "binaries", "etcd", "containerd"],
             "lab3": ["prep", "binaries", "etcd", "containerd"]}
+if REAL_K8S:
+    PHASES += [("kube-apiserver", ["lab1"]), ("kube-controller-manager", ["lab1"]), ("kube-scheduler", ["lab1"]),
+               ("api-ready", ["lab1"]), ("join-objects", ["lab1"]), ("kubelet", ["lab2", "lab3"]),
+               ("kube-proxy", ["lab2", "lab3"])]
+    STEPS_OF["lab1"] += ["kube-apiserver", "kube-controller-manager", "kube-scheduler"]
+    for w in ("lab2", "lab3"):
+        STEPS_OF[w] += ["kubelet", "kube-proxy"]
 
 
 def test_steps_on_real_machines(graph, capsys):
@@ -109,8 +153,18 @@ def test_steps_on_real_machines(graph, capsys):
     modes = drift.run(target("lab2"), "stat -c '%a %n' /opt/etcd/ssl/*")
     assert "600 /opt/etcd/ssl/server-key.pem" in modes and "600 /opt/etcd/ssl/peer-key.pem" in modes
 
+    if REAL_K8S:
+        # TLS bootstrapping worked: each worker's CSR was approved and its Node registered
+        nodes = kubectl(graph, "/opt/kubernetes/bin/kubectl get nodes -o name; "
+                               "/opt/kubernetes/bin/kubectl get csr -o jsonpath='{range .items[*]}{.status.conditions[0].type} {end}'")
+        assert "node/lab2" in nodes and "node/lab3" in nodes, nodes
+        assert "Approved" in nodes
+        print("\n" + kubectl(graph, "/opt/kubernetes/bin/kubectl get nodes -o wide"))
+
     # a second run: every step is idempotent (nothing written, installed or restarted)
     for step, hosts in PHASES:
+        if step == "join-objects":
+            continue
         for h, (out, _) in run_phase(graph, step, hosts).items():
             assert not re.search(r"wrote |installed /|restarting|downloaded", out), f"{h} {step}: {out}"
 
@@ -133,6 +187,8 @@ def test_steps_on_real_machines(graph, capsys):
 
 def test_teardown_leaves_machines_clean(graph):
     for step, hosts in reversed(PHASES):
+        if step == "join-objects":
+            continue  # the cluster's objects go with etcd's data
         run_phase(graph, step, hosts, which="delete")
     check = ("ls -d /opt/etcd /opt/kubernetes /opt/cni/bin/bridge /var/lib/etcd /var/cache/kube-hardway /run/containerd "
              "/etc/systemd/system/etcd.service /etc/systemd/system/containerd.service /etc/containerd "
