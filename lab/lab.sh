@@ -11,7 +11,8 @@
 # Lab traffic stays on the bridge: nothing is routed (the outer ip_forward stays 0).
 # The pitfalls of ../shared/reference/README.md are handled: per-machine cgroups in every v1
 # hierarchy, v1 controllers remounted rw inside, the keyring syscalls allowed for runc, an ext4-
-# backed /var/lib/containerd, writable API VFS for sysctls. Run lab suites one at a time: kernel
+# backed /var/lib/containerd, writable API VFS for sysctls, /dev/kmsg for the kubelet. Run lab
+# suites one at a time: kernel
 # sysctls are shared with the outer machine.
 set -euo pipefail
 
@@ -103,6 +104,9 @@ clean_one() { # a machine that is not running starts from a fresh overlay
   rm -rf "$d"
 }
 
+# the kubelet reads the kernel log for OOM events (kind links /dev/kmsg for the same reason)
+KMSG=""; [ -e /dev/kmsg ] && KMSG="--bind-ro=/dev/kmsg --capability=CAP_SYSLOG"
+
 up_one() {
   local i=$1 d=$LAB_STATE/m$1 g
   clean_one "$i"
@@ -120,7 +124,7 @@ up_one() {
     for g in '"$(cg_dirs "$i" | tr '\n' ' ')"'; do echo $$ > "$g/cgroup.procs"; done
     exec systemd-nspawn --boot --register=no --keep-unit --resolv-conf=off -M "lab$0" -D "$1/merged" \
       --network-bridge='"$BRIDGE"' --bind="$1/containerd:/var/lib/containerd" \
-      --system-call-filter="add_key keyctl request_key"' "$i" "$d" \
+      --system-call-filter="add_key keyctl request_key" '"$KMSG"'' "$i" "$d" \
     > "$d/console.log" 2>&1 < /dev/null &
   echo $! > "$d/pid"
 }
