@@ -64,6 +64,11 @@ build() {
   (cd "$M" && find . -type f ! -name checksums.yaml | sort | while read -r f; do
      printf '"%s": %s\n' "${f#./}" "$(sha256sum "$f" | cut -d' ' -f1)"; done) > "$M/checksums.yaml"
   log "$(wc -l < "$M/checksums.yaml") artifacts; checksums in $M/checksums.yaml"
+  # the stack config for the lab machines, every artifact pinned
+  local here; here=$(cd "$(dirname "$0")/.." && pwd)
+  "$here/.venv/bin/python" "$here/lab/stack.py" > "$here/Pulumi.lab.yaml" 2>/dev/null \
+    || python3 "$here/lab/stack.py" > "$here/Pulumi.lab.yaml"
+  log "wrote $here/Pulumi.lab.yaml"
 }
 
 case "${1:-}" in

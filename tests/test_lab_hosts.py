@@ -12,12 +12,12 @@ import concurrent.futures as cf
 import hashlib
 import os
 import re
+import sys
 import time
 from pathlib import Path
 
 import pulumi
 import pytest
-import yaml
 
 import conftest
 import realpki
@@ -26,25 +26,9 @@ from components.cluster import build
 
 pytestmark = pytest.mark.skipif(os.environ.get("KHW_LAB") != "1", reason="lab check: set KHW_LAB=1 (see README)")
 
-LAB_KEY = "/var/lib/kube-hardway-lab/id_ed25519"
 K8S = "1.33.4"
-MIRROR = Path(os.environ.get("LAB_CACHE", "/var/cache/kube-hardway-lab")) / "mirror"
-HOSTS = {"lab1": "10.77.0.11", "lab2": "10.77.0.12", "lab3": "10.77.0.13"}
-
-
-def stack() -> dict:
-    return {
-        "clusterName": "lab",
-        "ssh": {"user": "root", "keyFile": LAB_KEY},
-        "hosts": [{"name": "lab1", "address": HOSTS["lab1"], "roles": ["etcd", "control-plane"]},
-                  {"name": "lab2", "address": HOSTS["lab2"], "roles": ["etcd", "worker"]},
-                  {"name": "lab3", "address": HOSTS["lab3"], "roles": ["etcd", "worker"]}],
-        # what lab/mirror.sh serves (from Debian's packages)
-        "versions": {"etcd": "3.4.23", "containerd": "1.6.20", "runc": "1.1.5", "cniPlugins": "1.1.1"},
-        "network": {"hostCidrs": ["10.77.0.0/24"]},
-        "downloads": {"mirror": "http://10.77.0.1:8080",
-                      "checksums": yaml.safe_load((MIRROR / "checksums.yaml").read_text())},
-    }
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "lab"))
+from stack import HOSTS, LAB_KEY, MIRROR, lab_stack as stack  # noqa: E402
 
 
 @pytest.fixture(scope="module")
