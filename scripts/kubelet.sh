@@ -2,7 +2,7 @@
 # Step "kubelet": join with the bootstrap token (TLS bootstrapping, seed 004): the first start
 # sends a CSR, kube-controller-manager signs it (auto-approval bindings), the node registers.
 # Env: KHW_ENDPOINT KHW_NODE
-mkdir -p /var/lib/kubelet /opt/kubernetes/ssl/kubelet /opt/kubernetes/logs
+mkdir -p /var/lib/kubelet /opt/kubernetes/ssl/kubelet
 khw_service kubelet.service /var/lib/kube-hardway/ /opt/kubernetes/cfg/kubelet /opt/kubernetes/cfg/bootstrap.kubeconfig /opt/kubernetes/ssl/
 cert=/opt/kubernetes/ssl/kubelet/kubelet-client-current.pem
 export KHW_UNIT=kubelet.service

@@ -87,3 +87,24 @@ khw_remove() {
     while [ "$d" != / ] && rmdir "$d" 2>/dev/null; do d=$(dirname "$d"); done
   done
 }
+
+# khw_iptables_cleanup: remove every KUBE-* chain (kubelet's and kube-proxy's) and the rules that
+# jump to them, in IPv4 and IPv6, leaving the host's own rules alone (teardown). One
+# iptables-restore --noflush per table, which parses iptables-save's quoting itself.
+khw_iptables_cleanup() {
+  local v t c chains
+  for v in iptables ip6tables; do
+    command -v "$v-save" >/dev/null || continue
+    for t in filter nat mangle raw; do
+      chains=$("$v-save" -t "$t" 2>/dev/null | sed -n 's/^:\(KUBE-[^ ]*\) .*/\1/p')
+      [ -n "$chains" ] || continue
+      {
+        echo "*$t"
+        "$v-save" -t "$t" | grep -E '^-A [^ ]+ .*-j KUBE-' | grep -vE '^-A KUBE-' | sed 's/^-A /-D /'
+        for c in $chains; do echo "-F $c"; done
+        for c in $chains; do echo "-X $c"; done
+        echo COMMIT
+      } | "$v-restore" --noflush || khw_log "WARNING: $v: could not remove all KUBE- chains in table $t"
+    done
+  done
+}

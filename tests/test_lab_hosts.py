@@ -177,9 +177,14 @@ def test_teardown_leaves_machines_clean(graph):
     check = ("ls -d /opt/etcd /opt/kubernetes /opt/cni/bin/bridge /var/lib/etcd /var/cache/kube-hardway /run/containerd "
              "/etc/systemd/system/etcd.service /etc/systemd/system/containerd.service /etc/containerd "
              "/usr/local/bin/containerd /usr/local/sbin/runc /etc/sysctl.d/99-kubernetes.conf "
-             "/etc/modules-load.d/kubernetes.conf /var/lib/kube-hardway 2>/dev/null; "
-             "grep -c 'kube-hardway' /etc/hosts; systemctl is-active etcd; true")
+             "/etc/modules-load.d/kubernetes.conf /var/lib/kube-hardway /var/lib/kubelet /etc/cni/net.d/* "
+             "/etc/systemd/system/kube* 2>/dev/null; "
+             "grep -c 'kube-hardway' /etc/hosts; systemctl is-active etcd; "
+             "systemctl list-units --all --no-legend 'kube*' 'etcd*' 'containerd*' | wc -l; "
+             "iptables-save | grep -c KUBE-; true")
     for h in HOSTS:
         out = drift.run(target(h), check).split()
         assert out[0] == "0", f"{h}: {out}"  # no path left, no /etc/hosts block
         assert out[1] in ("inactive", "unknown"), f"{h}: etcd still {out[1]}"
+        assert out[2] == "0", f"{h}: units left: {out}"
+        assert out[3] == "0", f"{h}: kube-proxy's iptables rules left: {out}"
