@@ -106,7 +106,7 @@ def step_command(host: cfgmod.Host, step: str, files: Sequence[tuple[str, str, s
 def delete_command(host: cfgmod.Host, step: str, paths: Sequence[str], units: Sequence[str], body: str,
                    env: Mapping[str, str]) -> str:
     text = (f"KHW_HOST={shlex.quote(host.name)}\nKHW_STEP={shlex.quote(step)}\n" + _env(env)
-            + script("lib.sh") + "\nset +e\n"
+            + script("lib.sh") + "\nset +e\ntrap - ERR\n"
             + "".join(f"khw_remove_unit {shlex.quote(u)}\n" for u in units)
             + body + "\n"
             + (f"khw_remove {' '.join(shlex.quote(p) for p in paths)}\n" if paths else "")

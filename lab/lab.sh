@@ -51,7 +51,7 @@ need_tools() {
 
 template() { # the cached, prepared root filesystem every machine overlays
   local t=$LAB_CACHE/template
-  [ -f "$t/.kh-ready" ] && return
+  [ -f "$t/.kh-ready" ] && [ -f "$t/etc/apt/sources.list" ] && return
   mkdir -p "$LAB_CACHE"
   if [ ! -f "$t/etc/os-release" ]; then
     log "debootstrap bookworm (first run only, about a minute)"
@@ -82,6 +82,9 @@ WantedBy=multi-user.target
 UNIT
   chroot "$t" systemctl enable lab-net.service ssh.service >/dev/null 2>&1
   chroot "$t" systemctl mask systemd-networkd.service systemd-networkd-wait-online.service >/dev/null 2>&1 || true
+  # the machines reach no Debian mirror: packages come from the lab's offline repository
+  rm -f "$t"/etc/apt/sources.list.d/*
+  echo "deb [trusted=yes] file:/srv/lab-repo ./" > "$t/etc/apt/sources.list"
   touch "$t/.kh-ready"
 }
 
@@ -110,7 +113,7 @@ KMSG=""; [ -e /dev/kmsg ] && KMSG="--bind-ro=/dev/kmsg --capability=CAP_SYSLOG"
 up_one() {
   local i=$1 d=$LAB_STATE/m$1 g
   clean_one "$i"
-  mkdir -p "$d/upper" "$d/work" "$d/merged" "$d/containerd"
+  mkdir -p "$d/upper" "$d/work" "$d/merged" "$d/containerd" "$LAB_CACHE/repo"
   mountpoint -q "$d/merged" || mount -t overlay overlay \
     -o "lowerdir=$LAB_CACHE/template,upperdir=$d/upper,workdir=$d/work" "$d/merged"
   echo "lab$i" > "$d/merged/etc/hostname"
@@ -124,6 +127,7 @@ up_one() {
     for g in '"$(cg_dirs "$i" | tr '\n' ' ')"'; do echo $$ > "$g/cgroup.procs"; done
     exec systemd-nspawn --boot --register=no --keep-unit --resolv-conf=off -M "lab$0" -D "$1/merged" \
       --network-bridge='"$BRIDGE"' --bind="$1/containerd:/var/lib/containerd" \
+      --bind-ro='"$LAB_CACHE"'/repo:/srv/lab-repo \
       --system-call-filter="add_key keyctl request_key" '"$KMSG"'' "$i" "$d" \
     > "$d/console.log" 2>&1 < /dev/null &
   echo $! > "$d/pid"

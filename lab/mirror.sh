@@ -22,6 +22,19 @@ ADDR=10.77.0.1:8080
 
 log() { printf '[mirror] %s\n' "$*" >&2; }
 
+repo() { # an offline apt repository for the lab machines: what the LB hosts install (api-lb step)
+  local r=$LAB_CACHE/repo pkgs
+  mkdir -p "$r"
+  if [ ! -f "$r/Packages.gz" ]; then
+    pkgs=$(apt-cache depends --recurse --no-recommends --no-suggests --no-conflicts --no-breaks --no-replaces \
+             --no-enhances nginx keepalived libnginx-mod-stream 2>/dev/null | grep -E '^[a-z0-9]' | sort -u)
+    # shellcheck disable=SC2086
+    (cd "$r" && { apt-get download $pkgs >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get download $pkgs >/dev/null 2>&1; }; })
+    (cd "$r" && dpkg-scanpackages . /dev/null 2>/dev/null | gzip -9 > Packages.gz)
+  fi
+  log "apt repository for the lab machines: $(find "$r" -name '*.deb' | wc -l) packages"
+}
+
 build() {
   local tmp
   mkdir -p "$LAB_CACHE/debs" "$M"
@@ -49,6 +62,7 @@ build() {
   tar -C "$x/usr/lib/cni" -czf "$M/cni-plugins/v$CNI/cni-plugins-linux-amd64-v$CNI.tgz" .
   rm -rf "$tmp"
   log "etcd $ETCD, containerd $CONTAINERD, runc $RUNC, CNI plugins $CNI from Debian packages"
+  repo
   if [ -x "$LAB_CACHE/kubernetes/v$K8S/kubelet" ]; then
     mkdir -p "$M/kubernetes/v$K8S/bin/linux/amd64"
     cp "$LAB_CACHE/kubernetes/v$K8S"/* "$M/kubernetes/v$K8S/bin/linux/amd64/"

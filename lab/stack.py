@@ -18,7 +18,15 @@ MIRROR = Path(os.environ.get("LAB_CACHE", "/var/cache/kube-hardway-lab")) / "mir
 HOSTS = {"lab1": "10.77.0.11", "lab2": "10.77.0.12", "lab3": "10.77.0.13"}
 
 
-def lab_stack() -> dict:
+def lab_stack(ha: bool = False) -> dict:
+    """ha: lab1 and lab2 are control planes and LB hosts (nginx on 16443, keepalived VIP .100)."""
+    if ha:
+        s = lab_stack()
+        s["hosts"] = [{"name": "lab1", "address": HOSTS["lab1"], "roles": ["etcd", "control-plane", "loadbalancer"]},
+                      {"name": "lab2", "address": HOSTS["lab2"], "roles": ["etcd", "control-plane", "loadbalancer"]},
+                      {"name": "lab3", "address": HOSTS["lab3"], "roles": ["etcd", "worker"]}]
+        s["api"] = {"vip": "10.77.0.100", "lbPort": 16443}
+        return s
     return {
         "clusterName": "lab",
         "ssh": {"user": "root", "keyFile": LAB_KEY},

@@ -8,8 +8,11 @@ if [ -n "$pkgs" ]; then
   khw_log "installing$pkgs from the host's package repositories"
   # shellcheck disable=SC2086
   if command -v apt-get >/dev/null; then
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q $pkgs >/dev/null || khw_die "apt-get install$pkgs failed"
-    [ ! -e /etc/debian_version ] || apt-get install -y -q libnginx-mod-stream >/dev/null 2>&1 || true
+    # package lists may be missing or stale on a fresh host: refresh them once if the install fails
+    { DEBIAN_FRONTEND=noninteractive apt-get install -y -q $pkgs >/dev/null 2>&1 \
+      || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $pkgs >/dev/null; }; } \
+      || khw_die "apt-get install$pkgs failed"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q libnginx-mod-stream >/dev/null 2>&1 || true
   elif command -v dnf >/dev/null; then dnf install -y -q $pkgs nginx-mod-stream || khw_die "dnf install$pkgs failed"
   elif command -v yum >/dev/null; then yum install -y -q $pkgs nginx-mod-stream || khw_die "yum install$pkgs failed"
   else khw_die "install$pkgs first: no apt-get, dnf or yum here"; fi
@@ -18,7 +21,7 @@ if [ -n "$pkgs" ]; then
   printf '%s\n' $pkgs >> /var/lib/kube-hardway/lb-packages
 fi
 # the stream module is dynamic on most distributions
-mod=$(find /usr/lib/nginx/modules /usr/lib64/nginx/modules -name ngx_stream_module.so 2>/dev/null | head -1)
+mod=$(find /usr/lib/nginx/modules /usr/lib64/nginx/modules -name ngx_stream_module.so 2>/dev/null | head -1 || true)
 want=""; [ -z "$mod" ] || want="load_module $mod;"
 if [ "$(cat /etc/kube-hardway/lb/nginx-modules.conf 2>/dev/null)" != "$want" ]; then
   printf '%s\n' "$want" > /etc/kube-hardway/lb/nginx-modules.conf; KHW_CHANGED+=(/etc/kube-hardway/lb/nginx-modules.conf)

@@ -75,5 +75,5 @@ while read -r key url sha sum_url install; do
 done <<< "$KHW_ARTIFACTS"
 
 # kubectl on control planes, for the operator and for the etcd/apiserver checks
-if [ -x /opt/kubernetes/bin/kubectl ]; then ln -sf /opt/kubernetes/bin/kubectl /usr/local/bin/kubectl; fi
+if [ -x /opt/kubernetes/bin/kubectl ]; then mkdir -p /usr/local/bin && ln -sf /opt/kubernetes/bin/kubectl /usr/local/bin/kubectl; fi
 khw_log "binaries ready (${#KHW_CHANGED[@]} installed or updated)"

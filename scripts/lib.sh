@@ -3,7 +3,9 @@
 # A step is one SSH round trip: this library, the step's files (base64) and the step script.
 # Files are written only when their content or mode differs, so a re-run changes nothing
 # and services restart only when one of their own files changed.
-set -euo pipefail
+set -Eeuo pipefail
+# an unexpected failure names host, step, line and command instead of ending the step silently
+trap 'khw_log "ERROR: exit $? at line $LINENO: $BASH_COMMAND" >&2' ERR
 export PATH=/opt/kubernetes/bin:/opt/etcd/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 
 KHW_CHANGED=()
@@ -78,13 +80,22 @@ khw_remove_unit() {
   systemctl reset-failed "$unit" >/dev/null 2>&1 || true
 }
 
-# khw_remove PATH...: delete files, then their parent folders once empty (teardown).
+# Folders the program owns: teardown removes them once empty, and nothing above them
+# (/usr/local/bin, /opt, /etc/systemd/system... belong to the system, even when empty).
+KHW_OWN_DIRS="/opt/kubernetes /opt/etcd /opt/cni /etc/kube-hardway /etc/containerd /var/lib/kube-hardway /var/cache/kube-hardway"
+
+# khw_remove PATH...: delete files, then their parent folders once empty, up to an owned root.
 khw_remove() {
-  local p d
+  local p d root owned
   for p in "$@"; do rm -f "$p"; done
   for p in "$@"; do
     d=$(dirname "$p")
-    while [ "$d" != / ] && rmdir "$d" 2>/dev/null; do d=$(dirname "$d"); done
+    while [ "$d" != / ]; do
+      owned=""
+      for root in $KHW_OWN_DIRS; do case "$d/" in "$root"/*) owned=1 ;; esac; done
+      if [ -z "$owned" ] || ! rmdir "$d" 2>/dev/null; then break; fi
+      d=$(dirname "$d")
+    done
   done
 }
 

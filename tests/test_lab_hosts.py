@@ -31,22 +31,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "lab"))
 from stack import HOSTS, LAB_KEY, MIRROR, lab_stack as stack  # noqa: E402
 
 
-@pytest.fixture(scope="module")
-def graph():
-    mocks = realpki.RealPkiMocks()
-    mon = conftest.RecordingMonitor(mocks)
-    pulumi.runtime.set_mocks(mocks, project="kube-hardway", stack="lab", preview=False, monitor=mon)
-    holder = {}
-
-    @pulumi.runtime.test
-    def program():
-        holder["c"] = build(config.load(stack()))
-        return holder["c"].control_plane.admin_kubeconfig.apply(lambda _: None)
-
-    program()
-    return conftest.Graph(mon.records, holder["c"])
-
-
 def target(host: str) -> drift.SshTarget:
     return drift.SshTarget(name=host, host=HOSTS[host], port=22, user="root", private_key=Path(LAB_KEY).read_text(),
                            host_key=None, agent=False, sudo=False, bastion=None)
@@ -96,33 +80,67 @@ def run_phase(g, step: str, hosts, which: str = "create") -> dict[str, tuple[str
 
 # with real Kubernetes binaries in the mirror (lab/build-kubernetes.sh), the control plane and the
 # nodes run too; with placeholders, only what Debian's packages provide
-REAL_K8S = not (MIRROR / f"kubernetes/v{K8S}/bin/linux/amd64/kubelet").read_bytes().startswith(b"#!") \
-    if (MIRROR / f"kubernetes/v{K8S}/bin/linux/amd64/kubelet").exists() else False
-PHASES = [("prep", list(HOSTS)), ("binaries", list(HOSTS)), ("etcd", list(HOSTS)), ("etcd-health", ["lab1"]),
-          ("containerd", ["lab2", "lab3"])]
-STEPS_OF = {"lab1": ["prep", "binaries", "etcd"], "lab2": ["prep", "binaries", "etcd", "containerd"],
-            "lab3": ["prep", "binaries", "etcd", "containerd"]}
-if REAL_K8S:
-    PHASES += [("kube-apiserver", ["lab1"]), ("kube-controller-manager", ["lab1"]), ("kube-scheduler", ["lab1"]),
-               ("api-ready", ["lab1"]), ("join-objects", ["lab1"]), ("kubelet", ["lab2", "lab3"]),
-               ("kube-proxy", ["lab2", "lab3"])]
-    STEPS_OF["lab1"] += ["kube-apiserver", "kube-controller-manager", "kube-scheduler"]
-    for w in ("lab2", "lab3"):
-        STEPS_OF[w] += ["kubelet", "kube-proxy"]
+_kubelet = MIRROR / f"kubernetes/v{K8S}/bin/linux/amd64/kubelet"
+REAL_K8S = _kubelet.exists() and not _kubelet.read_bytes().startswith(b"#!")
+
+
+def scenario_phases(ha: bool) -> tuple[list, dict]:
+    cps, lbs, workers = (["lab1", "lab2"], ["lab1", "lab2"], ["lab3"]) if ha else (["lab1"], [], ["lab2", "lab3"])
+    phases = [("prep", list(HOSTS)), ("binaries", list(HOSTS)), ("etcd", list(HOSTS)), ("etcd-health", ["lab1"]),
+              ("containerd", workers)]
+    steps_of = {h: ["prep", "binaries", "etcd"] + (["containerd"] if h in workers else []) for h in HOSTS}
+    if REAL_K8S:
+        phases += [("kube-apiserver", cps), ("kube-controller-manager", cps), ("kube-scheduler", cps)]
+        phases += [("api-lb", lbs)] if lbs else []
+        phases += [("api-ready", ["lab1"]), ("join-objects", ["lab1"]), ("kubelet", workers), ("kube-proxy", workers)]
+        for h in cps:
+            steps_of[h] += ["kube-apiserver", "kube-controller-manager", "kube-scheduler"]
+        for h in lbs:
+            steps_of[h] += ["api-lb"]
+        for h in workers:
+            steps_of[h] += ["kubelet", "kube-proxy"]
+    return phases, steps_of
+
+
+@pytest.fixture(scope="module", params=["single", "ha"])
+def scenario(request):
+    if request.param == "ha" and not REAL_K8S:
+        pytest.skip("the HA scenario needs real Kubernetes binaries in the lab mirror")
+    return request.param
+
+
+@pytest.fixture(scope="module")
+def graph(scenario):
+    mocks = realpki.RealPkiMocks()
+    mon = conftest.RecordingMonitor(mocks)
+    pulumi.runtime.set_mocks(mocks, project="kube-hardway", stack="lab", preview=False, monitor=mon)
+    holder = {}
+
+    @pulumi.runtime.test
+    def program():
+        holder["c"] = build(config.load(stack(ha=scenario == "ha")))
+        return holder["c"].control_plane.admin_kubeconfig.apply(lambda _: None)
+
+    program()
+    g = conftest.Graph(mon.records, holder["c"])
+    g.ha = scenario == "ha"
+    g.phases, g.steps_of = scenario_phases(g.ha)
+    return g
 
 
 def test_steps_on_real_machines(graph, capsys):
     # order as the program declares it
     assert graph.depends_on("lab1-binaries", "lab1-prep") and graph.depends_on("lab1-etcd-health", "lab3-etcd")
     timings = {}
-    for step, hosts in PHASES:
+    workers = [h for h in HOSTS if "containerd" in graph.steps_of[h]]
+    for step, hosts in graph.phases:
         res = run_phase(graph, step, hosts)
         timings[step] = max(t for _, t in res.values())
     health = run_phase(graph, "etcd-health", ["lab1"])["lab1"][0]
     assert "etcd healthy: 3 members" in health
 
     # containerd (systemd cgroups, our config) serves its API on the workers
-    for h in ("lab2", "lab3"):
+    for h in workers:
         out = drift.run(target(h), "ctr --address /run/containerd/containerd.sock version")
         assert "Server:" in out and "1.6.20" in out, out
 
@@ -141,12 +159,14 @@ def test_steps_on_real_machines(graph, capsys):
         # TLS bootstrapping worked: each worker's CSR was approved and its Node registered
         nodes = kubectl(graph, "/opt/kubernetes/bin/kubectl get nodes -o name; "
                                "/opt/kubernetes/bin/kubectl get csr -o jsonpath='{range .items[*]}{.status.conditions[0].type} {end}'")
-        assert "node/lab2" in nodes and "node/lab3" in nodes, nodes
+        assert all(f"node/{w}" in nodes for w in workers), nodes
         assert "Approved" in nodes
         print("\n" + kubectl(graph, "/opt/kubernetes/bin/kubectl get nodes -o wide"))
+    if REAL_K8S and graph.ha:
+        ha_failover(graph)
 
     # a second run: every step is idempotent (nothing written, installed or restarted)
-    for step, hosts in PHASES:
+    for step, hosts in graph.phases:
         if step == "join-objects":
             continue
         for h, (out, _) in run_phase(graph, step, hosts).items():
@@ -155,7 +175,7 @@ def test_steps_on_real_machines(graph, capsys):
     # the drift read of each host finds what the steps installed
     for h in HOSTS:
         manifests = []
-        for step in ("prep", "binaries", "etcd"):
+        for step in graph.steps_of[h]:
             r = graph.get(f"{h}-{step}")
             files = {p: (hashlib.sha256(c.encode()).hexdigest(), m) for p, (m, c) in conftest.step_files(r).items()}
             units = re.findall(r"^khw_remove_unit (\S+)$", r.inputs["delete"], re.M)
@@ -166,11 +186,11 @@ def test_steps_on_real_machines(graph, capsys):
                                                                     drift.read_request(desired))))
         assert drift.drifted(desired, actual) == [], h
     with capsys.disabled():
-        print("\nlab step times (s, slowest host): " + ", ".join(f"{k} {v:.1f}" for k, v in timings.items()))
+        print(f"\nlab step times ({'HA' if graph.ha else 'single control plane'}; s, slowest host): " + ", ".join(f"{k} {v:.1f}" for k, v in timings.items()))
 
 
 def test_teardown_leaves_machines_clean(graph):
-    for step, hosts in reversed(PHASES):
+    for step, hosts in reversed(graph.phases):
         if step == "join-objects":
             continue  # the cluster's objects go with etcd's data
         run_phase(graph, step, hosts, which="delete")
@@ -178,13 +198,40 @@ def test_teardown_leaves_machines_clean(graph):
              "/etc/systemd/system/etcd.service /etc/systemd/system/containerd.service /etc/containerd "
              "/usr/local/bin/containerd /usr/local/sbin/runc /etc/sysctl.d/99-kubernetes.conf "
              "/etc/modules-load.d/kubernetes.conf /var/lib/kube-hardway /var/lib/kubelet /etc/cni/net.d/* "
-             "/etc/systemd/system/kube* 2>/dev/null; "
+             "/etc/systemd/system/kube* /etc/kube-hardway 2>/dev/null; "
              "grep -c 'kube-hardway' /etc/hosts; systemctl is-active etcd; "
              "systemctl list-units --all --no-legend 'kube*' 'etcd*' 'containerd*' | wc -l; "
+             "dpkg -l nginx keepalived 2>/dev/null | grep -c '^ii'; "
              "iptables-save | grep -c KUBE-; true")
     for h in HOSTS:
         out = drift.run(target(h), check).split()
         assert out[0] == "0", f"{h}: {out}"  # no path left, no /etc/hosts block
         assert out[1] in ("inactive", "unknown"), f"{h}: etcd still {out[1]}"
         assert out[2] == "0", f"{h}: units left: {out}"
-        assert out[3] == "0", f"{h}: kube-proxy's iptables rules left: {out}"
+        assert out[3] == "0", f"{h}: packages the LB step installed are left: {out}"
+        assert out[4] == "0", f"{h}: kube-proxy's iptables rules left: {out}"
+
+
+def ha_failover(g) -> None:
+    """Seed 004's HA: the API answers through the VIP; stop lab1's apiserver, it still answers
+    (nginx sends to lab2); stop lab1's nginx, keepalived moves the VIP to lab2, it still answers."""
+    readyz = ("for i in $(seq 1 30); do curl -fsS --max-time 2 --cacert /opt/kubernetes/ssl/ca.pem "
+              "https://10.77.0.100:16443/readyz && exit 0; sleep 1; done; exit 1")
+    assert drift.run(target("lab3"), readyz).strip() == "ok"
+    where = drift.run(target("lab1"), "ip -o -4 addr show | grep -c 10.77.0.100 || true").strip()
+    assert where == "1", "the VIP should start on lab1 (VRRP MASTER)"
+    drift.run(target("lab1"), "systemctl stop kube-apiserver")
+    assert drift.run(target("lab3"), readyz).strip() == "ok"
+    drift.run(target("lab1"), "systemctl stop kube-apiserver-lb")
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        if drift.run(target("lab2"), "ip -o -4 addr show | grep -c 10.77.0.100 || true").strip() == "1":
+            break
+        time.sleep(1)
+    else:
+        raise AssertionError("the VIP did not move to lab2")
+    assert drift.run(target("lab3"), readyz).strip() == "ok"
+    # back to the declared state: the steps start what was stopped, the VIP returns to lab1
+    for step in ("kube-apiserver", "api-lb"):
+        drift.run(target("lab1"), g.get(f"lab1-{step}").inputs["create"])
+    assert drift.run(target("lab3"), readyz).strip() == "ok"

@@ -53,7 +53,18 @@ def test_step_is_idempotent_and_restarts_only_on_change(tmp_path):
     assert "RESTART-B" in fixed.stdout and oct(b.stat().st_mode & 0o777) == "0o600"
 
     gone = run(delete_command(HOST, "t", [str(a), str(b)], [], "", {}))
-    assert gone.returncode == 0 and not a.exists() and not b.exists() and not (tmp_path / "cfg").exists()
+    assert gone.returncode == 0 and not a.exists() and not b.exists()
+    # folders outside the program's own roots stay, even when empty (like /usr/local/bin)
+    assert (tmp_path / "cfg").is_dir() and (tmp_path / "ssl").is_dir()
+
+
+def test_teardown_prunes_only_owned_folders(tmp_path):
+    cmd = ('KHW_OWN_DIRS="%s/own"; mkdir -p %s/own/a/b %s/system/bin; touch %s/own/a/b/f %s/system/bin/g; '
+           'khw_remove %s/own/a/b/f %s/system/bin/g\n') % ((tmp_path,) * 7)
+    r = run(step_command(HOST, "t", [], cmd, {}))
+    assert r.returncode == 0, r.stderr
+    assert not (tmp_path / "own").exists()  # pruned up to and including the owned root, once empty
+    assert (tmp_path / "system/bin").is_dir()  # a system folder stays
 
 
 def test_step_failure_names_host_and_step(tmp_path):
