@@ -110,9 +110,19 @@ clean_one() { # a machine that is not running starts from a fresh overlay
 # the kubelet reads the kernel log for OOM events (kind links /dev/kmsg for the same reason)
 KMSG=""; [ -e /dev/kmsg ] && KMSG="--bind-ro=/dev/kmsg --capability=CAP_SYSLOG"
 
+drop_veth() { # the host side of a machine's veth outlives it until its netns is gone
+  local n=0
+  while ip link show "vb-lab$1" >/dev/null 2>&1; do
+    n=$((n + 1))
+    if [ "$n" -gt 50 ]; then ip link delete "vb-lab$1" 2>/dev/null || true; break; fi
+    sleep 0.1
+  done
+}
+
 up_one() {
   local i=$1 d=$LAB_STATE/m$1 g
   clean_one "$i"
+  drop_veth "$i"
   mkdir -p "$d/upper" "$d/work" "$d/merged" "$d/containerd" "$LAB_CACHE/repo"
   mountpoint -q "$d/merged" || mount -t overlay overlay \
     -o "lowerdir=$LAB_CACHE/template,upperdir=$d/upper,workdir=$d/work" "$d/merged"
@@ -137,6 +147,7 @@ wait_ssh() {
   local i=$1 n=0
   # shellcheck disable=SC2046
   until ssh $(ssh_opts) "root@$(addr "$i")" true 2>/dev/null; do
+    kill -0 "$(cat "$LAB_STATE/m$i/pid")" 2>/dev/null || die "lab$i stopped while booting: $(tail -3 "$LAB_STATE/m$i/console.log")"
     n=$((n + 1)); [ "$n" -lt 150 ] || die "lab$i is not SSH-ready after 30s (see $LAB_STATE/m$i/console.log)"
     sleep 0.2
   done
@@ -177,6 +188,7 @@ down() {
       kill -KILL "$p" 2>/dev/null || true
     fi
     clean_one "${d##*/m}"
+    drop_veth "${d##*/m}"
   done
   ip link show "$BRIDGE" >/dev/null 2>&1 && ip link delete "$BRIDGE"
   log "lab is down"
