@@ -49,7 +49,8 @@ def build(cfg: ClusterConfig) -> Cluster:
     addons = Addons("addons", cfg, pki, cp.provider, after=[cni.ready] if cni else node_ready)
     cluster = Cluster(cfg=cfg, pki=pki, hosts=hosts, etcd=etcd, control_plane=cp, workers=workers, cni=cni,
                       addons=addons)
-    cluster.states = {n: track_drift(h, steps) for n, h in hosts.items() if (steps := host_steps(cluster)[n])}
+    by_host = host_steps(cluster)
+    cluster.states = {n: track_drift(h, by_host[n]) for n, h in hosts.items() if by_host[n]}
     return cluster
 
 

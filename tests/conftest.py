@@ -124,10 +124,10 @@ class Graph:
         return self.get(b).urn in self.ancestors(self.get(a))
 
 
-def evaluate(raw: dict) -> Graph:
-    m = Mocks()
+def evaluate(raw: dict, mocks: "Mocks | None" = None, preview: bool = True) -> Graph:
+    m = mocks or Mocks()
     mon = RecordingMonitor(m)
-    pulumi.runtime.set_mocks(m, project="kube-hardway", stack="test", preview=True, monitor=mon)
+    pulumi.runtime.set_mocks(m, project="kube-hardway", stack="test", preview=preview, monitor=mon)
     holder: dict[str, Any] = {}
 
     @pulumi.runtime.test

@@ -21,8 +21,7 @@ import pytest
 
 import conftest
 import realpki
-from components import config, drift
-from components.cluster import build
+from components import drift
 
 pytestmark = pytest.mark.skipif(os.environ.get("KHW_LAB") != "1", reason="lab check: set KHW_LAB=1 (see README)")
 
@@ -111,18 +110,7 @@ def scenario(request):
 
 @pytest.fixture(scope="module")
 def graph(scenario):
-    mocks = realpki.RealPkiMocks()
-    mon = conftest.RecordingMonitor(mocks)
-    pulumi.runtime.set_mocks(mocks, project="kube-hardway", stack="lab", preview=False, monitor=mon)
-    holder = {}
-
-    @pulumi.runtime.test
-    def program():
-        holder["c"] = build(config.load(stack(ha=scenario == "ha")))
-        return holder["c"].control_plane.admin_kubeconfig.apply(lambda _: None)
-
-    program()
-    g = conftest.Graph(mon.records, holder["c"])
+    g = conftest.evaluate(stack(ha=scenario == "ha"), mocks=realpki.RealPkiMocks(), preview=False)
     g.ha = scenario == "ha"
     g.phases, g.steps_of = scenario_phases(g.ha)
     return g
