@@ -25,12 +25,16 @@ log() { printf '[mirror] %s\n' "$*" >&2; }
 repo() { # an offline apt repository for the lab machines: what the LB hosts install (api-lb step)
   local r=$LAB_CACHE/repo pkgs
   mkdir -p "$r"
-  if [ ! -f "$r/Packages.gz" ]; then
+  if ! command -v dpkg-scanpackages >/dev/null; then  # from dpkg-dev, not on a fresh machine
+    apt-get install -y -q dpkg-dev >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q dpkg-dev >/dev/null; }
+  fi
+  if ! zgrep -q '^Package: keepalived' "$r/Packages.gz" 2>/dev/null; then
     pkgs=$(apt-cache depends --recurse --no-recommends --no-suggests --no-conflicts --no-breaks --no-replaces \
              --no-enhances nginx keepalived libnginx-mod-stream 2>/dev/null | grep -E '^[a-z0-9]' | sort -u)
     # shellcheck disable=SC2086
     (cd "$r" && { apt-get download $pkgs >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get download $pkgs >/dev/null 2>&1; }; })
     (cd "$r" && dpkg-scanpackages . /dev/null 2>/dev/null | gzip -9 > Packages.gz)
+    zgrep -q '^Package: keepalived' "$r/Packages.gz" || { log "ERROR: could not index $r"; exit 1; }
   fi
   log "apt repository for the lab machines: $(find "$r" -name '*.deb' | wc -l) packages"
 }
