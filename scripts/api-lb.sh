@@ -26,7 +26,8 @@ want=""; [ -z "$mod" ] || want="load_module $mod;"
 if [ "$(cat /etc/kube-hardway/lb/nginx-modules.conf 2>/dev/null)" != "$want" ]; then
   printf '%s\n' "$want" > /etc/kube-hardway/lb/nginx-modules.conf; KHW_CHANGED+=(/etc/kube-hardway/lb/nginx-modules.conf)
 fi
-iface=${KHW_VRRP_INTERFACE:-$(ip -o -4 addr show | awk -v ip="$KHW_IP" '{split($4, a, "/")} a[1]==ip {print $2; exit}')}
+# (awk reads all of ip's output: an early exit would kill ip with SIGPIPE under pipefail)
+iface=${KHW_VRRP_INTERFACE:-$(ip -o -4 addr show | awk -v ip="$KHW_IP" '{split($4, a, "/")} a[1]==ip && !f {print $2; f=1}')}
 [ -n "$iface" ] || khw_die "no interface holds $KHW_IP; set api.vrrpInterface"
 conf=$(sed "s/@VRRP_INTERFACE@/$iface/" /etc/kube-hardway/lb/keepalived.conf.in)
 if [ "$(cat /etc/kube-hardway/lb/keepalived.conf 2>/dev/null)" != "$conf" ]; then

@@ -20,7 +20,7 @@ command -v curl >/dev/null || command -v wget >/dev/null || missing="$missing cu
 # a port is free, or held by the component we install there (a re-run)
 for spec in $KHW_PORTS; do
   port=${spec%%:*}; allowed=${spec#*:}
-  holder=$(ss -Hltnp "sport = :$port" 2>/dev/null | sed -n 's/.*users:(("\([^"]*\)".*/\1/p' | head -1)
+  holder=$(ss -Hltnp "sport = :$port" 2>/dev/null | sed -n 's/.*users:(("\([^"]*\)".*/\1/p' | sed -n 1p)
   if [ -n "$holder" ] && ! printf ',%s,' "$allowed" | grep -q ",$holder,"; then
     khw_die "port $port is in use by $holder (needed by ${allowed%%,*})"
   fi
