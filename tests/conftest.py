@@ -7,6 +7,7 @@ MockMonitor does not expose dependencies, so `RecordingMonitor` records the raw 
 """
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,22 @@ from components import config as cfgmod  # noqa: E402
 from components.cluster import build  # noqa: E402
 
 SECRET_SIG = "1b47061264138c4ac30d75fd1eb44270"
+SIG_KEY = "4dabf18193072939515e22adb298388d"
+
+
+def is_secret(v) -> bool:
+    return isinstance(v, dict) and v.get(SIG_KEY) == SECRET_SIG
+
+
+def plain(v):
+    """A value with every secret wrapper removed, at any depth (as providers receive it)."""
+    if is_secret(v):
+        return plain(v["value"])
+    if isinstance(v, dict):
+        return {k: plain(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [plain(x) for x in v]
+    return v
 
 
 class Mocks(pulumi.runtime.Mocks):
@@ -70,17 +87,13 @@ class RecordingMonitor(pmocks.MockMonitor):
         resp = super().RegisterResource(request)
         if request.type != "pulumi:pulumi:Stack":
             raw = json_format.MessageToDict(request.object)
-            secret = {k for k, v in raw.items()
-                      if isinstance(v, dict) and v.get("4dabf18193072939515e22adb298388d") == SECRET_SIG}
+            secret = {k for k, v in raw.items() if is_secret(v)}
             deps = set(request.dependencies)
             for pd in request.propertyDependencies.values():
                 deps.update(pd.urns)
             from pulumi.runtime import rpc
-            inputs = rpc.deserialize_properties(request.object)
-            for k in secret:  # keep the value, remember (in secret_inputs) that it was sent as a secret
-                v = inputs[k]
-                if isinstance(v, dict) and v.get("4dabf18193072939515e22adb298388d") == SECRET_SIG:
-                    inputs[k] = v["value"]
+            # keep the values; secret_inputs remembers which were sent as secrets
+            inputs = plain(rpc.deserialize_properties(request.object))
             self.records.append(Res(type=request.type, name=request.name, urn=resp.urn, parent=request.parent,
                                     inputs=inputs, deps=deps, secret_inputs=secret,
                                     secret_outputs=set(request.additionalSecretOutputs),
@@ -157,6 +170,13 @@ def single_cp_config(**over) -> dict:
     }
     raw.update(over)
     return raw
+
+
+@pytest.fixture(scope="module")
+def ha() -> Graph:
+    """Pulumi.dev.yaml (seed 004's HA topology), evaluated once per test module."""
+    os.environ.setdefault("SSH_AUTH_SOCK", "/tmp/test-agent.sock")  # runs before the function-scoped _agent
+    return evaluate(dev_config())
 
 
 @pytest.fixture(autouse=True)

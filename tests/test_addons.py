@@ -12,11 +12,6 @@ os.environ.setdefault("SSH_AUTH_SOCK", "/tmp/test-agent.sock")
 
 
 @pytest.fixture(scope="module")
-def ha():
-    return evaluate(dev_config())
-
-
-@pytest.fixture(scope="module")
 def mirrored():
     return evaluate(single_cp_config(
         images={"registryMirror": "registry.lab.example:5000"},

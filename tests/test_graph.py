@@ -15,13 +15,6 @@ def single(request):
     return evaluate(single_cp_config())
 
 
-@pytest.fixture(scope="module")
-def ha():
-    import os
-    os.environ.setdefault("SSH_AUTH_SOCK", "/tmp/test-agent.sock")
-    return evaluate(dev_config())
-
-
 def steps_by_host(g) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     for r in g.steps:

@@ -230,7 +230,7 @@ def ha_failover(g) -> None:
 def drift_cycle(g) -> None:
     """Issue 5 on a real host, through the HostState provider the program declares for lab2:
     hand changes -> read names each -> update re-runs only the owning steps -> read is clean."""
-    props = realpki.plain(g.get("lab2-state").inputs)  # the provider host hands providers plain values
+    props = g.get("lab2-state").inputs
     p = drift.HostStateProvider()
     created = p.create(props)
     assert drift.drifted(props["desired"], created.outs["actual"]) == []

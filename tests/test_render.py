@@ -4,14 +4,9 @@ import re
 
 import pytest
 
-from conftest import dev_config, evaluate, single_cp_config, step_files
+from conftest import evaluate, single_cp_config, step_files
 
 os.environ.setdefault("SSH_AUTH_SOCK", "/tmp/test-agent.sock")
-
-
-@pytest.fixture(scope="module")
-def ha():
-    return evaluate(dev_config())
 
 
 @pytest.fixture(scope="module")
