@@ -218,8 +218,7 @@ class HostStateProvider(ResourceProvider):
     def diff(self, id_: str, olds: dict, news: dict) -> DiffResult:
         actual = olds.get("actual") or olds["desired"]
         items = drifted(news["desired"], actual)
-        changed = bool(items) or _strip(olds["desired"]) != _strip(news["desired"]) \
-            or olds.get("repair_keys") != news.get("repair_keys")
+        changed = bool(items) or _strip(olds["desired"]) != _strip(news["desired"])
         return DiffResult(changes=changed, replaces=[], stables=["host"], delete_before_replace=False)
 
     def update(self, id_: str, olds: dict, news: dict) -> UpdateResult:

@@ -9,8 +9,6 @@ inside an apply, where nothing can depend on them.
 """
 from __future__ import annotations
 
-from pathlib import Path
-from string import Template
 from typing import Optional
 
 import pulumi
@@ -18,7 +16,9 @@ import pulumi_kubernetes as k8s
 import yaml
 from pulumi_kubernetes import _tables
 
-MANIFESTS = Path(__file__).resolve().parent.parent / "manifests"
+from .remote import ROOT, fill
+
+MANIFESTS = ROOT / "manifests"
 
 KINDS = {
     ("v1", "Namespace"): k8s.core.v1.Namespace,
@@ -40,12 +40,7 @@ KINDS = {
 
 def render(name: str, **values: object) -> list[dict]:
     """Substitute `${...}` in manifests/<name>.yaml and parse it into objects."""
-    text = (MANIFESTS / f"{name}.yaml").read_text(encoding="utf-8")
-    try:
-        text = Template(text).substitute({k: str(v) for k, v in values.items()})
-    except KeyError as e:
-        raise RuntimeError(f"manifests/{name}.yaml: no value for {e}") from None
-    return [d for d in yaml.safe_load_all(text) if d]
+    return [d for d in yaml.safe_load_all(fill(MANIFESTS / f"{name}.yaml", values)) if d]
 
 
 def object_name(obj: dict) -> str:

@@ -38,12 +38,17 @@ def script(name: str) -> str:
     return _read(SCRIPTS / name)
 
 
-def render(template: str, **values: object) -> str:
-    """Render `templates/<name>`; `${var}` placeholders, a missing value is an error."""
+def fill(path: Path, values: Mapping[str, object]) -> str:
+    """Substitute the `${var}` placeholders of a project file; a missing value is an error."""
     try:
-        return Template(_read(TEMPLATES / template)).substitute({k: str(v) for k, v in values.items()})
+        return Template(_read(path)).substitute({k: str(v) for k, v in values.items()})
     except KeyError as e:  # a template/program mismatch: a bug, not user input
-        raise RuntimeError(f"template {template}: no value for {e}") from None
+        raise RuntimeError(f"{path.relative_to(ROOT)}: no value for {e}") from None
+
+
+def render(template: str, **values: object) -> str:
+    """Render `templates/<template>`."""
+    return fill(TEMPLATES / template, values)
 
 
 @dataclass(frozen=True)
