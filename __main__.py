@@ -5,8 +5,9 @@ Thin on purpose: read and validate the stack config, build the components, expor
 import pulumi
 
 from components import config
-from components.cluster import build
+from components.cluster import build, tune_gc
 
+tune_gc()  # a third faster on large stacks (see its docstring)
 cfg = config.from_pulumi()  # raises ConfigError listing every problem before any resource exists
 cluster = build(cfg)
 

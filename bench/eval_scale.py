@@ -2,6 +2,7 @@
 with the cluster. Each size runs in a fresh process under Pulumi mocks; prints a table.
 
     .venv/bin/python bench/eval_scale.py [3 50 200 1000]
+    KHW_BENCH_DEFAULT_GC=1 .venv/bin/python bench/eval_scale.py 1000   # without tune_gc()
 
 Stacks: 3 etcd, 3 control planes (HA: VIP + 2 LB hosts), the rest workers (a 3-host stack is
 3 hosts with every role but loadbalancer, single control plane).
@@ -46,7 +47,7 @@ def child(n: int) -> None:
 
     import conftest  # the same mocks the unit tests use
     from components import config
-    from components.cluster import build
+    from components.cluster import build, tune_gc
 
     counts = {"resources": 0, "steps": 0, "bytes": 0}
     per_host: dict[str, int] = {}
@@ -54,6 +55,7 @@ def child(n: int) -> None:
     class CountingMonitor(pmocks.MockMonitor):  # counts, keeps nothing: RSS is the program's
         def RegisterResource(self, request):
             resp = super().RegisterResource(request)
+            self.resources.clear()  # the mock engine's copy of each state is not the program's memory
             if request.type != "pulumi:pulumi:Stack":
                 counts["resources"] += 1
                 if request.type == "command:remote:Command":
@@ -67,6 +69,8 @@ def child(n: int) -> None:
     m = conftest.Mocks()
     pulumi.runtime.set_mocks(m, project="kube-hardway", stack="bench", preview=True, monitor=CountingMonitor(m))
     raw = stack(n)
+    if not os.environ.get("KHW_BENCH_DEFAULT_GC"):  # set it to see the cost without tune_gc
+        tune_gc()  # as __main__.py does
     t0 = time.perf_counter()
 
     @pulumi.runtime.test

@@ -6,6 +6,7 @@ config field (and the host), and no host is ever touched.
 """
 from __future__ import annotations
 
+import functools
 import ipaddress
 import os
 import re
@@ -239,6 +240,11 @@ class ClusterConfig:
     @property
     def lb_hosts(self) -> list[Host]:
         return self.with_role("loadbalancer")
+
+    @functools.cached_property
+    def infra_hosts(self) -> tuple[Host, ...]:
+        """Hosts every node talks to by name (etcd, control planes, load balancers)."""
+        return tuple(h for h in self.hosts if set(h.roles) & {"etcd", "control-plane", "loadbalancer"})
 
     @property
     def ha(self) -> bool:

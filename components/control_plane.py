@@ -122,8 +122,18 @@ class ControlPlane(pulumi.ComponentResource):
 
         self.admin_kubeconfig = kubeconfig(cfg.cluster_name, self.endpoint, pki.ca.cert_pem, "admin",
                                            pki.admin.cert_pem, pki.admin.key_pem)
+        # what every worker uses to reach the API: the same file on every node, built once
+        self.kubelet_bootstrap_kubeconfig = kubeconfig(cfg.cluster_name, self.endpoint, pki.ca.cert_pem,
+                                                       "kubelet-bootstrap", token=pki.bootstrap_token)
+        self.kube_proxy_kubeconfig = kubeconfig(cfg.cluster_name, self.endpoint, pki.ca.cert_pem,
+                                                "system:kube-proxy", pki.kube_proxy.cert_pem, pki.kube_proxy.key_pem)
+        # drift repair (issue 5): a hand edit (`kubectl edit`) takes ownership of the fields it
+        # touched; patch force lets `pulumi up` take them back instead of failing on the field
+        # conflict, and mutable ConfigMaps/Secrets are patched in place instead of being deleted
+        # and re-created (a named object such as flannel's net-conf would briefly not exist)
         self.provider = k8s.Provider("cluster-admin", kubeconfig=self.admin_kubeconfig,
-                                     enable_server_side_apply=True,
+                                     enable_server_side_apply=True, enable_patch_force=True,
+                                     enable_config_map_mutable=True, enable_secret_mutable=True,
                                      opts=pulumi.ResourceOptions(parent=self, depends_on=[self.ready]))
         self.join = self._bootstrap_rbac(cfg, pki)
         self.register_outputs({"endpoint": self.endpoint})

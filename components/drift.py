@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import io
 import socket
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional
@@ -33,19 +34,31 @@ ANY_SHA = "*"  # an installed binary whose digest is not pinned: present + mode 
 
 def desired_state(manifests: list[dict], sysctls: Mapping[str, str]) -> dict[str, dict[str, str]]:
     """From the steps' manifests: {"files": {path: "sha mode"}, "units": {unit: "enabled active"},
-    "settings": {...}} plus "owners": {item: step} naming the step that repairs each item."""
-    files, units, owners = {}, {}, {}
+    "settings": {...}} plus "owners": {step: "item\nitem..."} naming the items each step repairs
+    (one string per step: a map entry per item would double the resource's inputs)."""
+    files, units, owned = {}, {}, {}
     for m in manifests:
+        mine = owned.setdefault(m["step"], [])
         for path, (sha, mode) in sorted(m["files"].items()):
             files[path] = f"{sha} {mode.lstrip('0') or '0'}"
-            owners[f"file:{path}"] = m["step"]
+            mine.append(f"file:{path}")
         for u in m["units"]:
             units[u] = "enabled active"
-            owners[f"unit:{u}"] = m["step"]
+            mine.append(f"unit:{u}")
     settings = {"swap": "off", **{f"sysctl:{k}": v for k, v in sorted(sysctls.items())}}
-    for k in settings:
-        owners[f"setting:{k}"] = "prep"
-    return {"files": files, "units": units, "settings": settings, "owners": owners}
+    owned.setdefault("prep", []).extend(f"setting:{k}" for k in settings)
+    return {"files": files, "units": units, "settings": settings,
+            "owners": {step: "\n".join(items) for step, items in owned.items() if items}}
+
+
+def pack(command: str) -> str:
+    """A step's command as HostState keeps it for repair: compressed (lib.sh and the scripts
+    repeat across a host's steps), so the copy in state and in memory is a fraction of the size."""
+    return base64.b64encode(zlib.compress(command.encode(), 9)).decode()
+
+
+def unpack(packed: str) -> str:
+    return zlib.decompress(base64.b64decode(packed)).decode()
 
 
 def parse_read(output: str) -> dict[str, dict[str, str]]:
@@ -90,9 +103,11 @@ def drifted(desired: Mapping[str, Mapping[str, str]], actual: Mapping[str, Mappi
 
 
 def steps_to_repair(items: list[str], owners: Mapping[str, str]) -> list[str]:
+    """The steps owning `items`, in the order the items are listed."""
+    owner = {item: step for step, lines in owners.items() for item in lines.split("\n")}
     order: dict[str, None] = {}
     for i in items:
-        order.setdefault(owners[i], None)
+        order.setdefault(owner[i], None)
     return list(order)
 
 
@@ -229,7 +244,7 @@ class HostStateProvider(ResourceProvider):
         steps = steps_to_repair(items, news["desired"]["owners"])
         for step in steps:
             # the step's own create command, as Pulumi ran it: same files, same script
-            self.runner(target_of(news), news["repair"][step], "")
+            self.runner(target_of(news), unpack(news["repair"][step]), "")
         after = self._read(news)
         still = drifted(news["desired"], after)
         if still:

@@ -50,7 +50,7 @@ class Host(pulumi.ComponentResource):
                 "net.ipv6.conf.default.disable_ipv6 = 1" if cfg.host_prep.disable_ipv6 else "")
         # names of the hosts everyone talks to, plus itself: O(1) per host, so a 1000-node stack
         # does not ship 1000 /etc/hosts lines to every node (components address nodes by IP)
-        infra = [h for h in cfg.hosts if h.name == spec.name or set(h.roles) & {"etcd", "control-plane", "loadbalancer"}]
+        infra = cfg.infra_hosts if spec in cfg.infra_hosts else (*cfg.infra_hosts, spec)
         hosts_block = "\n".join(f"{h.internal_address} {h.name}" for h in infra)
         sysctl_conf = render("sysctl-kubernetes.conf", ipv6_lines=ipv6)
         # key -> value, for drift tracking (a reset sysctl is drift)

@@ -14,10 +14,10 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 from string import Template
-from typing import Mapping, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence, TypeVar
 
 import pulumi
-from pulumi_command import remote
+from pulumi_command import _utilities as _command_utils
 
 from . import config as cfgmod
 
@@ -26,6 +26,7 @@ SCRIPTS = ROOT / "scripts"
 TEMPLATES = ROOT / "templates"
 
 _cache: dict[Path, str] = {}
+T = TypeVar("T")
 
 
 def _read(path: Path) -> str:
@@ -64,21 +65,26 @@ class RemoteFile:
         return self.mode == "0600"
 
 
-def connection(host: cfgmod.Host) -> remote.ConnectionArgs:
+def connection(host: cfgmod.Host) -> dict:
+    """pulumi-command's `connection` input for a host, as sent on the wire (camelCase, like
+    `remote.ConnectionArgs` serializes)."""
     s = host.ssh
-    proxy = None
+
+    def conn(address: str, port: int, user: str, key: Optional[str], host_key: Optional[str]) -> dict:
+        c = {"host": address, "port": port, "user": user,
+             # bounded: an unreachable host fails in about a minute instead of hanging
+             "perDialTimeout": 10, "dialErrorLimit": 6}
+        if key:
+            c["privateKey"] = pulumi.Output.secret(key)
+        if host_key:
+            c["hostKey"] = host_key
+        return c
+
+    out = conn(host.address, s.port, s.user, s.private_key, s.host_key)
     if s.bastion is not None:
         b = s.bastion
-        proxy = remote.ProxyConnectionArgs(
-            host=b.address, port=b.port, user=b.user,
-            private_key=pulumi.Output.secret(b.private_key) if b.private_key else None,
-            host_key=b.host_key, per_dial_timeout=10, dial_error_limit=6)
-    return remote.ConnectionArgs(
-        host=host.address, port=s.port, user=s.user,
-        private_key=pulumi.Output.secret(s.private_key) if s.private_key else None,
-        host_key=s.host_key, proxy=proxy,
-        # bounded: an unreachable host fails in about a minute instead of hanging
-        per_dial_timeout=10, dial_error_limit=6)
+        out["proxy"] = conn(b.address, b.port, b.user, b.private_key, b.host_key)
+    return out
 
 
 def _wrap(host: cfgmod.Host, body: str) -> str:
@@ -119,8 +125,48 @@ def delete_command(host: cfgmod.Host, step: str, paths: Sequence[str], units: Se
     return _wrap(host, text)
 
 
-class Step(remote.Command):
-    """One named step on one host. Keeps its manifest for drift tracking (`self.manifest`)."""
+def resolved(values: Sequence[pulumi.Input[Any]], fn: Callable[[list], T]) -> pulumi.Input[T]:
+    """`fn(values)`, as a plain value when every value is plain, else as an Output.
+
+    Most step files are rendered in Python and plain: computing them now instead of through
+    `Output.all` saves the SDK several Outputs and asyncio tasks per file, which is most of
+    the program's evaluation time on large stacks (bench/eval_scale.py).
+    """
+    pending = [i for i, v in enumerate(values) if isinstance(v, pulumi.Output)]
+    if not pending:
+        return fn(list(values))
+
+    def merge(got: list) -> T:
+        out = list(values)
+        for i, v in zip(pending, got):
+            out[i] = v
+        return fn(out)
+
+    return pulumi.Output.all(*[values[i] for i in pending]).apply(merge)
+
+
+def _secret_connection(host: cfgmod.Host) -> pulumi.Output[dict]:
+    """The host's connection as a secret Output (as remote.Command sends it), made once per
+    host and shared by its steps: one per step cost the SDK a dozen Outputs each, a tenth of a
+    1000-host evaluation. Kept on the host's config object, which lives for one evaluation."""
+    cached = host.__dict__.get("_khw_connection")
+    if cached is None:
+        cached = pulumi.Output.secret(connection(host))
+        object.__setattr__(host, "_khw_connection", cached)
+    return cached
+
+
+# remote.Command's inputs and outputs (pulumi-command 1.2.1), by their wire names
+_COMMAND_PROPS = ("addPreviousOutputInEnv", "connection", "create", "delete", "environment", "logging", "stdin",
+                  "triggers", "update", "stderr", "stdout")
+
+
+class Step(pulumi.CustomResource):
+    """One named step on one host: a `command:remote:Command`. Keeps its manifest for drift
+    tracking (`self.manifest`)."""
+
+    stdout: pulumi.Output[str]
+    stderr: pulumi.Output[str]
 
     def __init__(self, name: str, host: cfgmod.Host, *, step: str, files: Sequence[RemoteFile] = (),
                  script_name: Optional[str] = None, body: str = "", teardown: str = "",
@@ -131,9 +177,11 @@ class Step(remote.Command):
         if watch:
             # files owned by another step that this step's service reads: their hash is a file of
             # ours, so a change there re-runs this step and restarts its service
-            digest = pulumi.Output.all(*[w.content for w in watch]).apply(lambda vs: "".join(
-                f"{hashlib.sha256(v.encode()).hexdigest()}  {w.path}\n" for w, v in zip(watch, vs)))
-            files.append(RemoteFile(f"/var/lib/kube-hardway/{step}.inputs", digest))
+            def digest(values: list[str]) -> str:
+                return "".join(f"{hashlib.sha256(v.encode()).hexdigest()}  {w.path}\n"
+                               for w, v in zip(watch, values))
+            files.append(RemoteFile(f"/var/lib/kube-hardway/{step}.inputs",
+                                    resolved([w.content for w in watch], digest)))
         if script_name:
             body = body + script(script_name)
         paths = [f.path for f in files]
@@ -142,25 +190,33 @@ class Step(remote.Command):
         self.units = list(units)
         self.paths = paths
 
-        contents = pulumi.Output.all(*[f.content for f in files])
-
         def build(values: list[str]) -> str:
             triples = [(f.path, v, f.mode) for f, v in zip(files, values)]
             return step_command(host, step, triples, body, env)
 
-        create = contents.apply(build)
+        def manifest(values: list[str]) -> dict:
+            return {"step": step, "units": list(units),
+                    "files": {f.path: (hashlib.sha256(v.encode()).hexdigest(), f.mode)
+                              for f, v in zip(files, values)}}
+
+        contents = [f.content for f in files]
+        create = resolved(contents, build)
         if any(f.secret for f in files):
             create = pulumi.Output.secret(create)
+        self.command = create  # as sent; drift repair re-runs it
         # what this step manages, resolved: drift tracking (components/drift.py) compares against it
-        self.manifest: pulumi.Output[dict] = contents.apply(lambda values: {
-            "step": step, "units": list(units),
-            "files": {f.path: (hashlib.sha256(v.encode()).hexdigest(), f.mode) for f, v in zip(files, values)}})
-        super().__init__(
-            name,
-            connection=connection(host),
-            create=create,
-            delete=delete_command(host, step, paths, units, teardown, env),
-            # stdout names changed paths only; never keys. Keep it out of plain state anyway.
-            opts=pulumi.ResourceOptions.merge(
-                pulumi.ResourceOptions(additional_secret_outputs=["stdout", "stderr"]), opts),
-        )
+        self.manifest: pulumi.Input[dict] = resolved(contents, manifest)
+        # Registered as pulumi-command's `command:remote:Command`, exactly as `remote.Command`
+        # would (tests/test_graph.py compares the two requests), without the typed class: it
+        # wraps every one of its dozen properties in Outputs and tasks, which doubled the SDK's
+        # cost per step and was 15% of peak memory on a 1000-host stack (bench/eval_scale.py).
+        props: dict = dict.fromkeys(_COMMAND_PROPS)
+        props.update(connection=_secret_connection(host), create=create,
+                     delete=delete_command(host, step, paths, units, teardown, env))
+        super().__init__("command:remote:Command", name, props, pulumi.ResourceOptions.merge(
+            pulumi.ResourceOptions(version=_command_utils.get_version(),
+                                   plugin_download_url=_command_utils.get_plugin_download_url(),
+                                   # stdout names changed paths only; never keys. Keep it out of plain state anyway.
+                                   additional_secret_outputs=["connection", "stdout", "stderr"],
+                                   replace_on_changes=["triggers[*]"]),
+            opts))

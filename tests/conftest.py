@@ -76,6 +76,7 @@ class Res:
     secret_inputs: set[str]
     secret_outputs: set[str]
     provider: str  # "<provider urn>::<id>", empty for the default provider
+    ignore_changes: list[str]
 
 
 class RecordingMonitor(pmocks.MockMonitor):
@@ -97,7 +98,7 @@ class RecordingMonitor(pmocks.MockMonitor):
             self.records.append(Res(type=request.type, name=request.name, urn=resp.urn, parent=request.parent,
                                     inputs=inputs, deps=deps, secret_inputs=secret,
                                     secret_outputs=set(request.additionalSecretOutputs),
-                                    provider=request.provider))
+                                    provider=request.provider, ignore_changes=list(request.ignoreChanges)))
         return resp
 
 

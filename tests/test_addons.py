@@ -86,6 +86,20 @@ def test_cni_after_every_node_and_the_api(ha):
     assert ha.get("master01-api-ready").urn in ha.ancestors(ds)
 
 
+def test_one_barrier_between_the_nodes_and_the_pod_network(ha):
+    # every CNI object waits on the nodes through one step, not on 2 x nodes edges of its own
+    barrier = ha.get("master01-nodes-registered")
+    assert set(barrier.deps) >= {ha.get(f"{w}-{s}").urn for w in ("master01", "master02", "node01", "node02")
+                                 for s in ("kubelet", "kube-proxy")}
+    env = ha.get("master01-nodes-registered").inputs["create"]
+    assert "KHW_NODES='master01 master02 node01 node02'" in env
+    comp = ha.of_type("khw:index:Cni")[0].urn
+    cni = [r for r in ha.records if r.parent == comp]
+    assert len(cni) >= 5
+    for r in cni:
+        assert not any(ha.by_urn[d].name.endswith(("-kubelet", "-kube-proxy")) for d in r.deps if d in ha.by_urn), r.name
+
+
 def test_addons_after_the_cni(ha):
     ds = ha.get("daemonset-kube-flannel-kube-flannel-ds").urn
     for name in ("deployment-kube-system-coredns", "service-kube-system-kube-dns",
@@ -104,6 +118,18 @@ def test_every_kubernetes_object_uses_the_admin_provider(ha):
     for r in objects:
         assert r.provider.startswith(prov.urn + "::"), f"{r.name} uses {r.provider or 'the default provider'}"
         assert r.parent in comps  # under our components, so destroy removes it before the nodes
+
+
+def test_admin_provider_settings_let_up_repair_drift(ha):
+    # issue 5: nothing hides drift of the applied objects, and `pulumi up` can restore them
+    prov = ha.of_type("pulumi:providers:kubernetes")[0].inputs
+    assert prov["enableServerSideApply"] == "true" and prov["enablePatchForce"] == "true"
+    assert prov["enableConfigMapMutable"] == "true" and prov["enableSecretMutable"] == "true"
+    ignoring = [r.name for r in ha.records if r.type.startswith("kubernetes:") and r.ignore_changes]
+    assert ignoring == ["bootstrap-token"]  # only its expiry, fixed at the first `pulumi up`
+    annotated = [r.name for r in ha.records if r.type.startswith("kubernetes:")
+                 if any(k.startswith("pulumi.com/") for k in ((r.inputs.get("metadata") or {}).get("annotations") or {}))]
+    assert annotated == []  # no pulumi.com/skipAwait or patchForce overrides per object
 
 
 def test_cni_none_skips_the_network_and_addons_wait_for_nodes():

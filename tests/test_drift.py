@@ -26,8 +26,8 @@ def test_desired_state_and_owners():
     assert d["files"]["/opt/kubernetes/ssl/kubelet-key.pem"] == "bb" * 32 + " 600"
     assert d["units"] == {"kubelet.service": "enabled active"}
     assert d["settings"] == {"swap": "off", "sysctl:net.ipv4.ip_forward": "1"}
-    assert d["owners"]["file:/opt/kubernetes/cfg/kubelet.conf"] == "kubelet"
-    assert d["owners"]["setting:swap"] == "prep"
+    assert "file:/opt/kubernetes/cfg/kubelet.conf" in d["owners"]["kubelet"].split("\n")
+    assert d["owners"]["prep"].split("\n") == ["setting:swap", "setting:sysctl:net.ipv4.ip_forward"]
 
 
 def test_no_drift_means_no_difference():
@@ -77,6 +77,9 @@ def test_graph_one_state_per_host_after_its_steps():
     assert d["files"]["/opt/etcd/ssl/server-key.pem"].endswith(" 600")
     assert d["settings"]["sysctl:net.ipv4.ip_forward"] == "1" and d["settings"]["swap"] == "off"
     assert set(st.inputs["repair"]) == {"prep", "binaries", "etcd", "containerd", "kubelet", "kube-proxy"}
+    # each repair command is the step's own create command, as sent
+    for step, packed in st.inputs["repair"].items():
+        assert drift.unpack(packed) == g.get(f"node01-{step}").inputs["create"]
     assert "repair" in st.secret_inputs
     assert {"repair", "connection"} <= st.secret_outputs
     lb = g.get("lb01-state").inputs["desired"]["units"]
@@ -100,7 +103,7 @@ def _props(sshd, root: Path):
     manifest = {"step": "kubelet", "units": [],
                 "files": {p: (hashlib.sha256(c.encode()).hexdigest(), m) for p, c, m in files}}
     desired = drift.desired_state([manifest], {"kernel.ostype": "Linux"})
-    return {"host": "cp1", "desired": desired, "repair": {"kubelet": create},
+    return {"host": "cp1", "desired": desired, "repair": {"kubelet": drift.pack(create)},
             "connection": {"host": "127.0.0.1", "port": sshd["port"], "user": "root", "private_key": sshd["key"],
                            "host_key": sshd["host_key"], "agent": False, "sudo": False, "bastion": None}}
 
@@ -109,7 +112,7 @@ def test_refresh_shows_drift_and_update_repairs_it(sshd, tmp_path):
     p = drift.HostStateProvider()
     props = _props(sshd, tmp_path)
     target = drift.target_of(props)
-    drift.run(target, props["repair"]["kubelet"])  # what `pulumi up` ran: the step
+    drift.run(target, drift.unpack(props["repair"]["kubelet"]))  # what `pulumi up` ran: the step
     created = p.create(props)
     assert drift.drifted(props["desired"], created.outs["actual"]) == []
 

@@ -34,7 +34,7 @@ def test_single_cp_components(single):
 def test_single_cp_steps_per_host(single):
     assert steps_by_host(single) == {
         "cp1": ["api-ready", "binaries", "containerd", "etcd", "etcd-health", "kube-apiserver",
-                "kube-controller-manager", "kube-proxy", "kube-scheduler", "kubelet", "prep"],
+                "kube-controller-manager", "kube-proxy", "kube-scheduler", "kubelet", "nodes-registered", "prep"],
         "w1": ["binaries", "containerd", "etcd", "kube-proxy", "kubelet", "prep"],
         "w2": ["binaries", "containerd", "etcd", "kube-proxy", "kubelet", "prep"],
     }
@@ -44,7 +44,7 @@ def test_ha_steps_per_host(ha):
     s = steps_by_host(ha)
     cp = ["binaries", "containerd", "kube-apiserver", "kube-controller-manager", "kube-proxy", "kube-scheduler",
           "kubelet", "prep"]
-    assert s["master01"] == sorted(cp + ["etcd", "etcd-health", "api-ready"])
+    assert s["master01"] == sorted(cp + ["etcd", "etcd-health", "api-ready", "nodes-registered"])
     assert s["master02"] == sorted(cp)
     assert s["node01"] == s["node02"] == ["binaries", "containerd", "etcd", "kube-proxy", "kubelet", "prep"]
     assert s["lb01"] == s["lb02"] == ["api-lb", "binaries", "prep"]
@@ -165,3 +165,59 @@ def test_a_kubelet_label_change_touches_one_kubelet():
     changed["hosts"][3] = dict(changed["hosts"][3], labels={"disk": "ssd"})
     a, b = _creates(evaluate(dev_config())), _creates(evaluate(changed))
     assert sorted(n for n in a if a[n] != b[n]) == ["node02-kubelet"]
+
+
+def test_a_step_registers_exactly_what_remote_command_would():
+    """Step registers `command:remote:Command` without the typed class (for speed); the request
+    must be the one `pulumi_command.remote.Command` sends for the same inputs, including the
+    secret connection, the private keys, the bastion hop and the provider version."""
+    import pulumi
+    from pulumi.runtime import mocks as pmocks, rpc
+    from pulumi_command import remote as pc
+
+    from components import config
+    from components.remote import Step, connection, delete_command
+    from conftest import Mocks
+
+    key = "-----BEGIN OPENSSH PRIVATE KEY-----\nabc\n-----END OPENSSH PRIVATE KEY-----\n"
+    raw = single_cp_config(ssh={"user": "admin", "port": 2222, "privateKey": key,
+                                "hostKey": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDrtmbwOa0Qkq4+4ByC6xyEjT7sExnPFQbMuHpeA1MHE",
+                                "bastion": {"address": "198.51.100.9", "user": "jump", "privateKey": key}})
+    spec = config.load(raw).hosts[0]
+    requests = {}
+
+    class Capture(pmocks.MockMonitor):
+        def RegisterResource(self, request):
+            requests[request.name] = request
+            return super().RegisterResource(request)
+
+    m = Mocks()
+    pulumi.runtime.set_mocks(m, project="kube-hardway", stack="test", preview=True, monitor=Capture(m))
+
+    @pulumi.runtime.test
+    def program():
+        step = Step("ours", spec, step="kubelet", body="true\n")
+        s, b = spec.ssh, spec.ssh.bastion
+        typed = pc.Command(
+            "typed", create=step.command, delete=delete_command(spec, "kubelet", [], [], "", {}),
+            connection=pc.ConnectionArgs(
+                host=spec.address, port=s.port, user=s.user, private_key=pulumi.Output.secret(s.private_key),
+                host_key=s.host_key, per_dial_timeout=10, dial_error_limit=6,
+                proxy=pc.ProxyConnectionArgs(host=b.address, port=b.port, user=b.user,
+                                             private_key=pulumi.Output.secret(b.private_key),
+                                             per_dial_timeout=10, dial_error_limit=6)),
+            opts=pulumi.ResourceOptions(additional_secret_outputs=["stdout", "stderr"]))
+        assert connection(spec)["proxy"]["host"] == "198.51.100.9"
+        return pulumi.Output.all(step.urn, typed.urn)
+
+    program()
+    ours, typed = requests["ours"], requests["typed"]
+    assert ours.type == typed.type == COMMAND
+    assert rpc.deserialize_properties(ours.object) == rpc.deserialize_properties(typed.object)
+    assert ours.object == typed.object  # the wire form, secret markers included
+    assert ours.version == typed.version and ours.version
+    assert ours.pluginDownloadURL == typed.pluginDownloadURL
+    assert sorted(ours.additionalSecretOutputs) == sorted(typed.additionalSecretOutputs)
+    assert list(ours.replaceOnChanges) == list(typed.replaceOnChanges)
+    assert ours.acceptSecrets == typed.acceptSecrets
+    assert sorted(ours.propertyDependencies) == sorted(typed.propertyDependencies)

@@ -91,7 +91,8 @@ def scenario_phases(ha: bool) -> tuple[list, dict]:
     if REAL_K8S:
         phases += [("kube-apiserver", cps), ("kube-controller-manager", cps), ("kube-scheduler", cps)]
         phases += [("api-lb", lbs)] if lbs else []
-        phases += [("api-ready", ["lab1"]), ("join-objects", ["lab1"]), ("kubelet", workers), ("kube-proxy", workers)]
+        phases += [("api-ready", ["lab1"]), ("join-objects", ["lab1"]), ("kubelet", workers), ("kube-proxy", workers),
+                   ("nodes-registered", ["lab1"])]
         for h in cps:
             steps_of[h] += ["kube-apiserver", "kube-controller-manager", "kube-scheduler"]
         for h in lbs:
