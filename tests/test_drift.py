@@ -158,3 +158,61 @@ def test_unreachable_host_fails_fast_with_its_name(sshd, tmp_path):
         drift.HostStateProvider().read("cp1", props)
     assert time.time() - t0 < drift.CONNECT_TIMEOUT_S + 5
     assert "host cp1 (127.0.0.1:" in str(e.value) and "unreachable" in str(e.value)
+
+
+def test_the_sdk_provider_host_runs_hoststate_over_grpc(sshd, tmp_path):
+    """What the engine does with HostState, minus the engine: start the Pulumi SDK's dynamic
+    provider host the way its plugin script does (`python -m pulumi.dynamic`, in the project
+    directory), hand it the `__provider` the program registered, and drive create / read
+    (refresh) / diff / update over its gRPC interface against a real sshd."""
+    import asyncio
+    import subprocess
+    import sys
+
+    import grpc
+    from pulumi.runtime import rpc
+    from pulumi.runtime.proto import provider_pb2 as pb, provider_pb2_grpc as pbg
+
+    root = Path(__file__).resolve().parent.parent
+    registered = evaluate(single_cp_config()).get("w1-state").inputs["__provider"]
+    props = {**_props(sshd, tmp_path), "__provider": registered, "actual": None, "repaired": None}
+    drift.run(drift.target_of(props), drift.unpack(props["repair"]["kubelet"]))  # the step ran
+
+    def wire(d: dict):
+        loop = asyncio.new_event_loop()
+        try:
+            return loop.run_until_complete(rpc.serialize_properties(d, {}))
+        finally:
+            loop.close()
+
+    host = subprocess.Popen([sys.executable, "-u", "-m", "pulumi.dynamic", "127.0.0.1:1"], cwd=root,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "PYTHONPATH": ""})
+    try:
+        port = int(host.stdout.readline())
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+            p = pbg.ResourceProviderStub(ch)
+            p.Configure(pb.ConfigureRequest(), timeout=30)
+            urn = "urn:pulumi:test::kube-hardway::pulumi-python:dynamic:Resource::cp1-state"
+            created = p.Create(pb.CreateRequest(urn=urn, properties=wire(props)), timeout=60)
+            assert created.id == "cp1"
+            outs = rpc.deserialize_properties(created.properties)
+            assert drift.drifted(props["desired"], outs["actual"]) == []
+
+            (tmp_path / "cfg/kubelet.conf").write_text("edited by hand\n")
+            read = p.Read(pb.ReadRequest(id="cp1", urn=urn, properties=created.properties), timeout=60)
+            recorded = rpc.deserialize_properties(read.inputs)
+            assert recorded["desired"]["files"][str(tmp_path / "cfg/kubelet.conf")] != \
+                props["desired"]["files"][str(tmp_path / "cfg/kubelet.conf")]
+            diff = p.Diff(pb.DiffRequest(id="cp1", urn=urn, olds=read.properties, news=wire(props)), timeout=60)
+            assert diff.changes == pb.DiffResponse.DIFF_SOME
+
+            updated = p.Update(pb.UpdateRequest(id="cp1", urn=urn, olds=read.properties, news=wire(props)),
+                               timeout=60)
+            assert rpc.deserialize_properties(updated.properties)["repaired"] == ["kubelet"]
+            assert (tmp_path / "cfg/kubelet.conf").read_text() == "flags\n"
+            clean = p.Read(pb.ReadRequest(id="cp1", urn=urn, properties=updated.properties), timeout=60)
+            after = p.Diff(pb.DiffRequest(id="cp1", urn=urn, olds=clean.properties, news=wire(props)), timeout=60)
+            assert after.changes == pb.DiffResponse.DIFF_NONE
+    finally:
+        host.kill()
+        host.wait()
