@@ -730,12 +730,19 @@ def _parse_addons(r: _Reader, a: Mapping[str, Any]) -> Addons:
 
 
 def from_pulumi() -> ClusterConfig:
-    """Read the stack's config namespace (the project name) into the model."""
-    import pulumi
+    """Read the stack's config namespace (the project name) into the model.
 
+    Every key of the namespace is read, not only the known ones, so that a misspelt key in
+    Pulumi.<stack>.yaml (`kube-hardway:host`) is an error instead of a silently ignored line.
+    """
+    import pulumi
+    from pulumi.runtime import config as runtime_config
+
+    project = pulumi.get_project()
     cfg = pulumi.Config()
-    keys = ("clusterName", "hosts", "ssh", "versions", "network", "api", "downloads", "hostPrep", "images",
-            "bootstrapTokenTtlHours", "certValidityHours", "addons")
+    # the language host hands the stack's config to the SDK (set_all_config), or PULUMI_CONFIG
+    present = {*runtime_config.CONFIG.get(), *runtime_config.get_config_env()}
+    keys = sorted(k.split(":", 1)[1] for k in present if k.startswith(f"{project}:"))
     raw: dict[str, Any] = {}
     for k in keys:
         try:

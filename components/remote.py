@@ -129,8 +129,7 @@ def resolved(values: Sequence[pulumi.Input[Any]], fn: Callable[[list], T]) -> pu
     """`fn(values)`, as a plain value when every value is plain, else as an Output.
 
     Most step files are rendered in Python and plain: computing them now instead of through
-    `Output.all` saves the SDK several Outputs and asyncio tasks per file, which is most of
-    the program's evaluation time on large stacks (bench/eval_scale.py).
+    `Output.all` saves the SDK several Outputs and asyncio tasks per file (bench/eval_scale.py).
     """
     pending = [i for i, v in enumerate(values) if isinstance(v, pulumi.Output)]
     if not pending:
@@ -156,7 +155,8 @@ def _secret_connection(host: cfgmod.Host) -> pulumi.Output[dict]:
     return cached
 
 
-# remote.Command's inputs and outputs (pulumi-command 1.2.1), by their wire names
+# remote.Command's inputs and outputs (pulumi-command 1.2.1), by their wire names; after an
+# upgrade of pulumi-command, tests/test_graph.py says whether the request still matches
 _COMMAND_PROPS = ("addPreviousOutputInEnv", "connection", "create", "delete", "environment", "logging", "stdin",
                   "triggers", "update", "stderr", "stdout")
 

@@ -239,3 +239,59 @@ def test_evaluation_fails_before_any_resource():
     with pytest.raises(Exception) as e:
         evaluate(raw)
     assert "network.cni" in str(e.value)
+
+
+# ---------------------------------------------------------------- the program's entry point
+
+
+def _run_main(config: dict) -> dict:
+    """Run __main__.py under mocks with `config` as the engine would pass it; return its exports,
+    resolved."""
+    import json
+    import os
+    import runpy
+
+    import pulumi
+    from pulumi.runtime import config as runtime_config
+
+    from conftest import ROOT, Mocks
+
+    os.environ.setdefault("SSH_AUTH_SOCK", "/tmp/test-agent.sock")
+    pulumi.runtime.set_mocks(Mocks(), project="kube-hardway", stack="test", preview=False)
+    runtime_config.set_all_config({f"kube-hardway:{k}": v if isinstance(v, str) else json.dumps(v)
+                                   for k, v in config.items()})
+    exports: dict = {}
+    resolved: dict = {}
+    real_export = pulumi.export
+
+    @pulumi.runtime.test
+    def program():
+        pulumi.export = lambda name, value: exports.__setitem__(name, value)
+        try:
+            runpy.run_path(str(ROOT / "__main__.py"), run_name="__main__")
+        finally:
+            pulumi.export = real_export
+        return pulumi.Output.all(**exports).apply(resolved.update)
+
+    try:
+        program()
+    finally:
+        runtime_config.set_all_config({})
+    return resolved
+
+
+def test_the_entry_point_reads_the_stack_config_and_exports():
+    from conftest import plain
+    resolved = _run_main(dev_config())
+    assert sorted(resolved) == ["apiEndpoint", "caCertificate", "dashboardToken", "dashboardUrl", "etcdEndpoints",
+                                "kubeconfig", "nodes"]
+    assert resolved["apiEndpoint"] == "https://192.0.2.100:6443"
+    assert resolved["nodes"] == ["master01", "master02", "node01", "node02"]
+    assert "client-key-data" in plain(resolved["kubeconfig"])
+
+
+def test_a_misspelt_stack_config_key_is_an_error():
+    from components.config import ConfigError
+    raw = dict(single_cp_config(), host=[{"name": "x"}])
+    with pytest.raises(ConfigError, match=r"config\.host: unknown key"):
+        _run_main(raw)
