@@ -1,7 +1,7 @@
 """Benchmark: how the program's evaluation (the work `pulumi preview` does in our code) grows
 with the cluster. Each size runs in a fresh process under Pulumi mocks; prints a table.
 
-    .venv/bin/python bench/eval_scale.py [3 50 200 1000]
+    .venv/bin/python bench/eval_scale.py [--runs N] [3 50 200 1000]   # N runs per size: medians
     KHW_BENCH_DEFAULT_GC=1 .venv/bin/python bench/eval_scale.py 1000   # without tune_gc()
 
 Stacks: 3 etcd, 3 control planes (HA: VIP + 2 LB hosts), the rest workers (a 3-host stack is
@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -86,14 +87,22 @@ def child(n: int) -> None:
                       "max_steps_per_host": max(per_host.values())}))
 
 
-def main(sizes: list[int]) -> None:
+def main(sizes: list[int], runs: int) -> None:
     rows = []
     for n in sizes:
-        out = subprocess.run([sys.executable, __file__, "--child", str(n)], capture_output=True, text=True)
-        if out.returncode:
-            sys.exit(out.stderr)
-        rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
-    cols = ["hosts", "resources", "steps", "wall_s", "peak_rss_mb", "command_mb", "max_steps_per_host"]
+        samples = []
+        for _ in range(runs):
+            out = subprocess.run([sys.executable, __file__, "--child", str(n)], capture_output=True, text=True)
+            if out.returncode:
+                sys.exit(out.stderr)
+            samples.append(json.loads(out.stdout.strip().splitlines()[-1]))
+        row = dict(samples[0])  # counts are the same in every run; times and memory: the median
+        for c in ("wall_s", "peak_rss_mb"):
+            row[c] = round(statistics.median(r[c] for r in samples), 2)
+        row["runs"] = f"{runs}: " + " ".join(f"{r['wall_s']}s/{r['peak_rss_mb']}MB" for r in samples) \
+            if runs > 1 else "1"
+        rows.append(row)
+    cols = ["hosts", "resources", "steps", "wall_s", "peak_rss_mb", "command_mb", "max_steps_per_host", "runs"]
     print(" | ".join(cols))
     for r in rows:
         print(" | ".join(str(r[c]) for c in cols))
@@ -103,4 +112,10 @@ if __name__ == "__main__":
     if len(sys.argv) > 2 and sys.argv[1] == "--child":
         child(int(sys.argv[2]))
     else:
-        main([int(a) for a in sys.argv[1:]] or [3, 50, 200, 1000])
+        args = sys.argv[1:]
+        runs = 1
+        if "--runs" in args:
+            i = args.index("--runs")
+            runs = int(args[i + 1])
+            del args[i:i + 2]
+        main([int(a) for a in args] or [3, 50, 200, 1000], runs)
