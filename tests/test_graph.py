@@ -221,3 +221,42 @@ def test_a_step_registers_exactly_what_remote_command_would():
     assert list(ours.replaceOnChanges) == list(typed.replaceOnChanges)
     assert ours.acceptSecrets == typed.acceptSecrets
     assert sorted(ours.propertyDependencies) == sorted(typed.propertyDependencies)
+
+
+def test_gather_carries_what_output_all_carries():
+    """remote.gather stands in for Output.all over Outputs: same values, dependencies, secrecy
+    and unknowns, and no dict inside a value turned into Outputs."""
+    import asyncio
+
+    import pulumi
+    from pulumi.runtime import mocks as pmocks
+
+    from components.remote import gather
+    from conftest import Mocks
+
+    seen: dict = {}
+    m = Mocks()
+    pulumi.runtime.set_mocks(m, project="kube-hardway", stack="test", preview=True, monitor=pmocks.MockMonitor(m))
+
+    @pulumi.runtime.test
+    def program():
+        r = pulumi.CustomResource("test:index:Thing", "thing", {"x": "1"})
+        nested = r.id.apply(lambda _: {"files": {"/a": ("sha", "0644")}})
+        secret = pulumi.Output.secret("key")
+        unknown = pulumi.Output.from_input(pulumi.UNKNOWN)
+
+        async def check():
+            known = gather([nested, secret])
+            seen["value"] = await known.future()
+            seen["secret"] = await known.is_secret()
+            seen["deps"] = {d.urn for d in await known.resources()}
+            seen["urn"] = r.urn
+            seen["unknown"] = not await gather([secret, unknown]).is_known()
+            seen["plain_unknown"] = await gather([nested, unknown]).is_known()
+        return pulumi.Output.from_input(asyncio.ensure_future(check()))
+
+    program()
+    assert seen["value"] == [{"files": {"/a": ("sha", "0644")}}, "key"]  # the tuple is still a tuple
+    assert seen["secret"] is True
+    assert seen["unknown"] is True and seen["plain_unknown"] is False
+    assert len(seen["deps"]) == 1
