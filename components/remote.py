@@ -205,13 +205,17 @@ class Step(pulumi.CustomResource):
                     "files": {f.path: (hashlib.sha256(v.encode()).hexdigest(), f.mode)
                               for f, v in zip(files, values)}}
 
-        contents = [f.content for f in files]
-        create = resolved(contents, build)
+        # the file contents, resolved once for the command and the manifest
+        values = resolved([f.content for f in files], list)
+        create: pulumi.Input[str]
+        if isinstance(values, pulumi.Output):
+            create, self.manifest = values.apply(build), values.apply(manifest)
+        else:
+            create, self.manifest = build(values), manifest(values)
+        # self.manifest: what this step manages; drift tracking (components/drift.py) compares against it
         if any(f.secret for f in files):
             create = pulumi.Output.secret(create)
         self.command = create  # as sent; drift repair re-runs it
-        # what this step manages, resolved: drift tracking (components/drift.py) compares against it
-        self.manifest: pulumi.Input[dict] = resolved(contents, manifest)
         # Registered as pulumi-command's `command:remote:Command`, exactly as `remote.Command`
         # would (tests/test_graph.py compares the two requests), without the typed class: it
         # wraps every one of its dozen properties in Outputs and tasks, which doubled the SDK's
