@@ -82,11 +82,12 @@ build() {
   (cd "$M" && find . -type f ! -name checksums.yaml | sort | while read -r f; do
      printf '"%s": %s\n' "${f#./}" "$(sha256sum "$f" | cut -d' ' -f1)"; done) > "$M/checksums.yaml"
   log "$(wc -l < "$M/checksums.yaml") artifacts; checksums in $M/checksums.yaml"
-  # the stack config for the lab machines, every artifact pinned
-  local here; here=$(cd "$(dirname "$0")/.." && pwd)
-  "$here/.venv/bin/python" "$here/lab/stack.py" > "$here/Pulumi.lab.yaml" 2>/dev/null \
-    || python3 "$here/lab/stack.py" > "$here/Pulumi.lab.yaml"
-  log "wrote $here/Pulumi.lab.yaml"
+  # the stack configs for the lab machines (single control plane, HA), every artifact pinned
+  local here py; here=$(cd "$(dirname "$0")/.." && pwd)
+  py=python3; [ -x "$here/.venv/bin/python" ] && py=$here/.venv/bin/python
+  "$py" "$here/lab/stack.py" "$here/Pulumi.lab.yaml"
+  "$py" "$here/lab/stack.py" --ha "$here/Pulumi.lab-ha.yaml"
+  log "wrote $here/Pulumi.lab.yaml and $here/Pulumi.lab-ha.yaml"
 }
 
 case "${1:-}" in
