@@ -13,7 +13,7 @@ from .config import ClusterConfig
 from .addons import Addons
 from .cni import Cni
 from .control_plane import ControlPlane, ca_files
-from .drift import ANY_SHA, HostState, desired_state, pack
+from .drift import ANY_SHA, HostState, pack, settings, step_manifest
 from .remote import Step, resolved
 from .etcd import EtcdCluster
 from .host import Host
@@ -84,13 +84,18 @@ def host_steps(c: Cluster) -> dict[str, list[Step]]:
 
 
 def track_drift(host: Host, steps: list[Step]) -> HostState:
-    """One HostState per host: what its steps manage, and how to repair each item."""
+    """One HostState per host: what its steps manage (by step), and how to repair each step."""
     s = host.spec.ssh
-    binaries = {"step": "binaries", "units": [],
-                "files": {p: (ANY_SHA, "0755") for p in artifacts.installed_paths(host.artifacts)}}
-    desired = resolved([st.manifest for st in steps], lambda ms: desired_state([*ms, binaries], host.sysctls))
-    repair = pulumi.Output.secret(resolved([st.command for st in steps],
-                                           lambda cs: {st.step_name: pack(c) for st, c in zip(steps, cs)}))
+    desired = {st.step_name: st.manifest for st in steps}
+    # what `binaries` installs from the artifacts (digest not pinned per host: present + mode), and
+    # the host settings `prep` makes
+    installed = step_manifest({p: (ANY_SHA, "0755") for p in artifacts.installed_paths(host.artifacts)}, [])["files"]
+    desired["binaries"] = resolved([desired["binaries"]], lambda m: {**m[0], "files": {**m[0]["files"], **installed}})
+    desired["prep"] = resolved([desired["prep"]], lambda m: {**m[0], "settings": settings(host.sysctls)})
+    repair = pulumi.Output.secret(resolved(
+        [st.command["stdin"] for st in steps],
+        lambda stdins: {st.step_name: pack({"command": st.command["command"], "stdin": i})
+                        for st, i in zip(steps, stdins)}))
     b = s.bastion
     connection = {"host": host.spec.address, "port": s.port, "user": s.user,
                   "private_key": pulumi.Output.secret(s.private_key) if s.private_key else "",
@@ -99,5 +104,6 @@ def track_drift(host: Host, steps: list[Step]) -> HostState:
                               "private_key": pulumi.Output.secret(b.private_key) if b.private_key else "",
                               "host_key": b.host_key or ""} if b else None}
     return HostState(f"{host.spec.name}-state", {"host": host.spec.name, "connection": connection,
-                                                 "desired": desired, "repair": repair},
+                                                 "desired": desired, "order": [st.step_name for st in steps],
+                                                 "repair": repair},
                      opts=pulumi.ResourceOptions(parent=host, depends_on=steps))

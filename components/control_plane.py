@@ -4,6 +4,9 @@ what kubelets need to join: the bootstrap-token Secret and the RBAC bindings of 
 
 Order: etcd healthy -> every apiserver ready (/readyz, locally) -> controller-manager and
 scheduler healthy -> the endpoint answers /readyz (through the VIP when HA) -> join RBAC.
+Each service's steps run one control plane after the other, each waiting until its service is
+healthy: a change that reaches every control plane (a renewed certificate) restarts them one at
+a time, and the API stays up behind the load balancer.
 """
 from __future__ import annotations
 
@@ -14,9 +17,10 @@ import pulumi_kubernetes as k8s
 
 from .config import ClusterConfig
 from .etcd import EtcdCluster
+from .expiry import Expiry
 from .host import Host
 from .kubeconfig import kubeconfig
-from .loadbalancer import ApiLoadBalancer
+from .loadbalancer import SETTLE_S, ApiLoadBalancer
 from .pki import Pki
 from .remote import RemoteFile, Step, render
 
@@ -46,6 +50,7 @@ class ControlPlane(pulumi.ComponentResource):
         self.apiservers: dict[str, Step] = {}
         self.controller_managers: dict[str, Step] = {}
         self.schedulers: dict[str, Step] = {}
+        last: dict[str, list[pulumi.Resource]] = {"api": [], "kcm": [], "sched": []}  # rolling order
         for h in cfg.control_planes:
             host = hosts[h.name]
             trust = {f.path: f for f in host.ca_files}
@@ -72,8 +77,11 @@ class ControlPlane(pulumi.ComponentResource):
                 ],
                 watch=[trust[f"{SSL}/ca.pem"], trust[f"{SSL}/etcd-ca.pem"], trust[f"{SSL}/front-proxy-ca.pem"],
                        RemoteFile("/opt/kubernetes/bin/kube-apiserver", k8s_version)],
-                script_name="kube-apiserver.sh", units=["kube-apiserver.service"], env={"KHW_PORT": str(cfg.api.port)},
-                opts=pulumi.ResourceOptions(parent=self, depends_on=[host.binaries, etcd.healthy]))
+                script_name="kube-apiserver.sh", units=["kube-apiserver.service"],
+                # HA: after a restart, give the load balancers time to take this apiserver back
+                # before the next control plane restarts its own
+                env={"KHW_PORT": str(cfg.api.port), "KHW_SETTLE": str(SETTLE_S + 1 if cfg.ha else 0)},
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[host.binaries, etcd.healthy, *last["api"]]))
             self.apiservers[h.name] = api
 
             kcm_kubeconfig = kubeconfig(cfg.cluster_name, local(cfg.api.port), pki.ca.cert_pem,
@@ -93,7 +101,7 @@ class ControlPlane(pulumi.ComponentResource):
                 watch=[trust[f"{SSL}/ca.pem"], sa_key,
                        RemoteFile("/opt/kubernetes/bin/kube-controller-manager", k8s_version)],
                 script_name="kube-controller-manager.sh", units=["kube-controller-manager.service"],
-                opts=pulumi.ResourceOptions(parent=self, depends_on=[api]))
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[api, *last["kcm"]]))
 
             sched_kubeconfig = kubeconfig(cfg.cluster_name, local(cfg.api.port), pki.ca.cert_pem,
                                           "system:kube-scheduler", pki.scheduler.cert_pem, pki.scheduler.key_pem)
@@ -106,7 +114,8 @@ class ControlPlane(pulumi.ComponentResource):
                 ],
                 watch=[RemoteFile("/opt/kubernetes/bin/kube-scheduler", k8s_version)],
                 script_name="kube-scheduler.sh", units=["kube-scheduler.service"],
-                opts=pulumi.ResourceOptions(parent=self, depends_on=[api]))
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[api, *last["sched"]]))
+            last = {"api": [api], "kcm": [self.controller_managers[h.name]], "sched": [self.schedulers[h.name]]}
 
         self.load_balancer = None
         ready_deps: list[pulumi.Resource] = [*self.apiservers.values(), *self.controller_managers.values(),
@@ -131,7 +140,11 @@ class ControlPlane(pulumi.ComponentResource):
         # touched; patch force lets `pulumi up` take them back instead of failing on the field
         # conflict, and mutable ConfigMaps/Secrets are patched in place instead of being deleted
         # and re-created (a named object such as flannel's net-conf would briefly not exist)
+        # clusterIdentifier: the cluster is this stack's, whatever its kubeconfig says. Without it a
+        # changed kubeconfig (a renewed CA, single -> HA endpoint) would replace the provider and
+        # with it every Kubernetes object: deleted and created again.
         self.provider = k8s.Provider("cluster-admin", kubeconfig=self.admin_kubeconfig,
+                                     cluster_identifier=f"kube-hardway/{pulumi.get_project()}/{pulumi.get_stack()}",
                                      enable_server_side_apply=True, enable_patch_force=True,
                                      enable_config_map_mutable=True, enable_secret_mutable=True,
                                      opts=pulumi.ResourceOptions(parent=self, depends_on=[self.ready]))
@@ -148,17 +161,14 @@ class ControlPlane(pulumi.ComponentResource):
                 "auth-extra-groups": "system:bootstrappers:kube-hardway",
                 "description": "kubelet TLS bootstrap token managed by kube-hardway"}
         if cfg.bootstrap_token_ttl_hours:
-            import datetime
-            # a fixed expiry would differ on every run; TTL is measured from the first `pulumi up`
-            data["expiration"] = (datetime.datetime.now(datetime.timezone.utc)
-                                  + datetime.timedelta(hours=cfg.bootstrap_token_ttl_hours)).strftime(
-                "%Y-%m-%dT%H:%M:%SZ")
+            # fixed when the token is first created (or rotated), not at every `pulumi up`
+            data["expiration"] = Expiry("bootstrap-token-expiry", pki.bootstrap_token_id, cfg.bootstrap_token_ttl_hours,
+                                        opts=pulumi.ResourceOptions(parent=self)).at
         secret = k8s.core.v1.Secret(
             "bootstrap-token", type="bootstrap.kubernetes.io/token",
             metadata=k8s.meta.v1.ObjectMetaArgs(
                 name=pki.bootstrap_token_id.apply(lambda i: f"bootstrap-token-{i}"), namespace="kube-system"),
-            string_data=data, opts=pulumi.ResourceOptions.merge(
-                opts, pulumi.ResourceOptions(ignore_changes=["stringData.expiration"])))
+            string_data=data, opts=opts)
 
         def crb(name: str, role: str, kind: str, subject: str) -> k8s.rbac.v1.ClusterRoleBinding:
             return k8s.rbac.v1.ClusterRoleBinding(

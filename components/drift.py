@@ -1,8 +1,8 @@
 """Drift tracking: a `HostState` resource per host whose refresh reads what the host really has.
 
 `pulumi_command.remote.Command` has no Read, so a hand edit on a host is invisible to Pulumi.
-`HostState` knows everything the host's steps manage: files (sha256 + mode), systemd units
-(enabled + active) and key settings (swap off, sysctls). Its refresh (`pulumi refresh`,
+`HostState` knows everything the host's steps manage, by step: files (sha256 + mode), systemd
+units (enabled + active) and key settings (swap off, sysctls). Its refresh (`pulumi refresh`,
 `pulumi preview --refresh`) reads the actual state in one SSH round trip (scripts/drift-read.sh)
 and records it as the resource's inputs, so the next diff shows, per item, desired vs actual.
 `pulumi up` then re-runs only the steps that own a drifted item: their scripts rewrite only the
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import socket
 import zlib
 from dataclasses import dataclass
@@ -22,6 +23,8 @@ from typing import Any, Callable, Mapping, Optional
 import paramiko
 import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, ResourceProvider, UpdateResult
+from pulumi.output import Unknown
+from pulumi.runtime.rpc import UNKNOWN
 
 READ_SCRIPT = (Path(__file__).resolve().parent.parent / "scripts" / "drift-read.sh").read_text()
 CONNECT_TIMEOUT_S = 10
@@ -30,39 +33,39 @@ ANY_SHA = "*"  # an installed binary whose digest is not pinned: present + mode 
 
 
 # ------------------------------------------------------------------ desired state
+# HostState's `desired` is keyed by step, so that a diff names the step that owns each item:
+#   {"kubelet": {"files": {"/opt/kubernetes/cfg/kubelet.conf": "<sha256> 644"},
+#                "units": {"kubelet.service": "enabled active"}},
+#    "prep": {"files": {...}, "units": {}, "settings": {"swap": "off", "sysctl:net.ipv4.ip_forward": "1"}}}
+# Each step's entry is resolved on its own: in a preview where one step's files are not known
+# yet (a renewed certificate), only that step's entry is unknown.
+KINDS = {"files": "file", "units": "unit", "settings": "setting"}
 
 
-def desired_state(manifests: list[dict], sysctls: Mapping[str, str]) -> dict[str, dict[str, str]]:
-    """From the steps' manifests: {"files": {path: "sha mode"}, "units": {unit: "enabled active"},
-    "settings": {...}} plus "owners": {step: "item\nitem..."} naming the items each step repairs
-    (one string per step: a map entry per item would double the resource's inputs)."""
-    files, units, owned = {}, {}, {}
-    for m in manifests:
-        mine = owned.setdefault(m["step"], [])
-        for path, (sha, mode) in sorted(m["files"].items()):
-            files[path] = f"{sha} {mode.lstrip('0') or '0'}"
-            mine.append(f"file:{path}")
-        for u in m["units"]:
-            units[u] = "enabled active"
-            mine.append(f"unit:{u}")
-    settings = {"swap": "off", **{f"sysctl:{k}": v for k, v in sorted(sysctls.items())}}
-    owned.setdefault("prep", []).extend(f"setting:{k}" for k in settings)
-    return {"files": files, "units": units, "settings": settings,
-            "owners": {step: "\n".join(items) for step, items in owned.items() if items}}
+def step_manifest(files: Mapping[str, tuple[str, str]], units: list[str]) -> dict:
+    """One step's entry: files (path -> (sha256, mode)) and units, as HostState records them."""
+    return {"files": {p: f"{sha} {mode.lstrip('0') or '0'}" for p, (sha, mode) in sorted(files.items())},
+            "units": {u: "enabled active" for u in units}}
 
 
-def pack(command: str) -> str:
-    """A step's command as HostState keeps it for repair: compressed (lib.sh and the scripts
-    repeat across a host's steps), so the copy in state and in memory is a fraction of the size."""
-    return base64.b64encode(zlib.compress(command.encode(), 9)).decode()
+def settings(sysctls: Mapping[str, str]) -> dict[str, str]:
+    """The host settings `prep` owns: swap off and the Kubernetes sysctls."""
+    return {"swap": "off", **{f"sysctl:{k}": v for k, v in sorted(sysctls.items())}}
 
 
-def unpack(packed: str) -> str:
-    return zlib.decompress(base64.b64decode(packed)).decode()
+def pack(command: Mapping[str, str]) -> str:
+    """How HostState keeps a step for repair ({"command": update command, "stdin": the step}),
+    compressed: lib.sh and the scripts repeat across a host's steps, so the copy in state and in
+    memory is a fraction of the size."""
+    return base64.b64encode(zlib.compress(json.dumps(dict(command)).encode(), 9)).decode()
+
+
+def unpack(packed: str) -> dict[str, str]:
+    return json.loads(zlib.decompress(base64.b64decode(packed)).decode())
 
 
 def parse_read(output: str) -> dict[str, dict[str, str]]:
-    files, units, settings = {}, {}, {}
+    files, units, settings_ = {}, {}, {}
     for line in output.splitlines():
         parts = line.split()
         if len(parts) == 4 and parts[0] == "F":
@@ -70,45 +73,46 @@ def parse_read(output: str) -> dict[str, dict[str, str]]:
         elif len(parts) == 4 and parts[0] == "U":
             units[parts[1]] = f"{parts[2]} {parts[3]}"
         elif len(parts) == 3 and parts[0] == "S":
-            settings[parts[1]] = parts[2]
-    return {"files": files, "units": units, "settings": settings}
+            settings_[parts[1]] = parts[2]
+    return {"files": files, "units": units, "settings": settings_}
 
 
-def read_request(desired: Mapping[str, Mapping[str, str]]) -> str:
-    lines = [f"{'M' if want.startswith(ANY_SHA + ' ') else 'F'} {p}" for p, want in desired["files"].items()]
-    lines += [f"U {u}" for u in desired["units"]]
-    for k in desired["settings"]:
-        lines.append("S swap" if k == "swap" else f"S sysctl {k.split(':', 1)[1]}")
+def read_request(desired: Mapping[str, Mapping[str, Mapping[str, str]]]) -> str:
+    lines = []
+    for entry in desired.values():
+        lines += [f"{'M' if want.startswith(ANY_SHA + ' ') else 'F'} {p}" for p, want in entry.get("files", {}).items()]
+        lines += [f"U {u}" for u in entry.get("units", {})]
+        for k in entry.get("settings", {}):
+            lines.append("S swap" if k == "swap" else f"S sysctl {k.split(':', 1)[1]}")
     return "\n".join(lines) + "\n"
 
 
-def observed(desired: Mapping[str, Mapping[str, str]], actual: Mapping[str, Mapping[str, str]]) -> dict:
-    """The desired maps with each value replaced by what the host has (unpinned digests kept)."""
-    out: dict[str, dict[str, str]] = {}
-    for kind in ("files", "units", "settings"):
-        out[kind] = {}
-        for key, want in desired[kind].items():
-            have = actual[kind].get(key, "unreadable")
-            if kind == "files" and want.startswith(ANY_SHA + " ") and have != "missing":
-                have = f"{ANY_SHA} {have.split()[1]}"
-            out[kind][key] = have
+def observed(desired: Mapping[str, Mapping[str, Mapping[str, str]]], actual: Mapping[str, Mapping[str, str]]) -> dict:
+    """`desired` with each value replaced by what the host has (unpinned digests kept)."""
+    out: dict[str, dict[str, dict[str, str]]] = {}
+    for step, entry in desired.items():
+        out[step] = {}
+        for kind, items in entry.items():
+            out[step][kind] = {}
+            for key, want in items.items():
+                have = actual[kind].get(key, "unreadable")
+                if kind == "files" and want.startswith(ANY_SHA + " ") and have != "missing":
+                    have = f"{ANY_SHA} {have.split()[1]}"
+                out[step][kind][key] = have
     return out
 
 
-def drifted(desired: Mapping[str, Mapping[str, str]], actual: Mapping[str, Mapping[str, str]]) -> list[str]:
-    """Items whose actual state differs, as "file:/path", "unit:name", "setting:key"."""
-    prefix = {"files": "file", "units": "unit", "settings": "setting"}
-    return [f"{prefix[kind]}:{key}" for kind in ("files", "units", "settings")
-            for key, want in desired[kind].items() if actual.get(kind, {}).get(key) != want]
+def drifted(desired: Mapping[str, Mapping[str, Mapping[str, str]]], actual: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """(step, item) for every item whose actual state differs; items read "file:/path",
+    "unit:name", "setting:key"."""
+    return [(step, f"{KINDS[kind]}:{key}") for step, entry in desired.items() for kind, items in entry.items()
+            for key, want in items.items() if actual.get(step, {}).get(kind, {}).get(key) != want]
 
 
-def steps_to_repair(items: list[str], owners: Mapping[str, str]) -> list[str]:
-    """The steps owning `items`, in the order the items are listed."""
-    owner = {item: step for step, lines in owners.items() for item in lines.split("\n")}
-    order: dict[str, None] = {}
-    for i in items:
-        order.setdefault(owner[i], None)
-    return list(order)
+def steps_to_repair(items: list[tuple[str, str]], order: list[str]) -> list[str]:
+    """The steps owning `items`, in the host's step order (prep before binaries before...)."""
+    owning = {step for step, _ in items}
+    return [s for s in order if s in owning]
 
 
 # ------------------------------------------------------------------ SSH
@@ -154,8 +158,10 @@ def _client(host_key: Optional[str], host: str, port: int) -> paramiko.SSHClient
     return c
 
 
-def run(target: SshTarget, script: str, stdin: str = "", timeout: int = COMMAND_TIMEOUT_S) -> str:
-    """Run `script` with bash on the target (one session); returns stdout; raises with stderr."""
+def run(target: SshTarget, script: str, stdin: str = "", timeout: int = COMMAND_TIMEOUT_S, *,
+        as_is: bool = False) -> str:
+    """Run `script` with bash on the target (one session); returns stdout; raises with stderr.
+    `as_is`: run the text as the login shell gets it, as pulumi-command runs a step's command."""
     where = f"host {target.name} ({target.host}:{target.port})"
     sock = None
     jump = None
@@ -177,10 +183,13 @@ def run(target: SshTarget, script: str, stdin: str = "", timeout: int = COMMAND_
     except (OSError, paramiko.SSHException) as e:
         raise HostUnreachable(f"{where}: unreachable: {e}") from e
     try:
-        runner = "sudo -n bash" if target.sudo else "bash"
-        # the script travels in the command line (base64, no quoting issues), stdin carries data
-        enc = base64.b64encode(script.encode()).decode()
-        cmd = f"{runner} -c \"$(echo {enc} | base64 -d)\""
+        if as_is:
+            cmd = script
+        else:
+            runner = "sudo -n bash" if target.sudo else "bash"
+            # the script travels in the command line (base64, no quoting issues), stdin carries data
+            enc = base64.b64encode(script.encode()).decode()
+            cmd = f"{runner} -c \"$(echo {enc} | base64 -d)\""
         stdin_ch, stdout_ch, stderr_ch = c.exec_command(cmd, timeout=timeout)
         stdin_ch.write(stdin)
         stdin_ch.channel.shutdown_write()
@@ -194,7 +203,8 @@ def run(target: SshTarget, script: str, stdin: str = "", timeout: int = COMMAND_
         if jump:
             jump.close()
     if rc != 0:
-        raise RuntimeError(f"{where}: exit {rc}: {err.strip()[-2000:]}")
+        # what the host printed, never what was sent: stdin may hold keys
+        raise RuntimeError(f"{where}: exit {rc}: {(out + err).strip()[-2000:]}")
     return out
 
 
@@ -207,7 +217,18 @@ def target_of(props: Mapping[str, Any]) -> SshTarget:
 
 # ------------------------------------------------------------------ the dynamic provider
 
-Runner = Callable[[SshTarget, str, str], str]
+Runner = Callable[..., str]
+
+
+def has_unknowns(v: Any) -> bool:
+    """A value the engine does not know yet (preview): an input computed from a pending change."""
+    if isinstance(v, Unknown) or v == UNKNOWN:
+        return True
+    if isinstance(v, Mapping):
+        return any(has_unknowns(x) for x in v.values())
+    if isinstance(v, (list, tuple)):
+        return any(has_unknowns(x) for x in v)
+    return False
 
 
 class HostStateProvider(ResourceProvider):
@@ -225,39 +246,39 @@ class HostStateProvider(ResourceProvider):
 
     def read(self, id_: str, props: dict) -> ReadResult:
         actual = self._read(props)
-        # the observed state becomes the recorded inputs: the next diff shows desired vs actual
-        inputs = {**props, "desired": {**actual, "owners": props["desired"]["owners"]}}
-        inputs.pop("actual", None)
+        # the observed state becomes the recorded inputs: the next diff shows, per step and
+        # item, what the host has against what the program wants
+        inputs = {k: v for k, v in props.items() if k not in ("actual", "repaired")}
+        inputs["desired"] = actual
         return ReadResult(id_=id_, outs={**props, "actual": actual}, inputs=inputs)
 
     def diff(self, id_: str, olds: dict, news: dict) -> DiffResult:
+        if has_unknowns(news.get("desired")):
+            # a step's files change in this run (a renewed certificate, a new token): their
+            # digests are known only once it runs, so this host's state will change too
+            return DiffResult(changes=True, replaces=[], stables=["host"], delete_before_replace=False)
         actual = olds.get("actual") or olds["desired"]
-        items = drifted(news["desired"], actual)
-        changed = bool(items) or _strip(olds["desired"]) != _strip(news["desired"])
+        changed = bool(drifted(news["desired"], actual)) or olds["desired"] != news["desired"]
         return DiffResult(changes=changed, replaces=[], stables=["host"], delete_before_replace=False)
 
     def update(self, id_: str, olds: dict, news: dict) -> UpdateResult:
         # read afresh: HostState runs after the host's steps, so a planned change they already
         # applied is not drift, and only what is still wrong gets repaired
         actual = self._read(news)
-        items = drifted(news["desired"], actual)
-        steps = steps_to_repair(items, news["desired"]["owners"])
+        steps = steps_to_repair(drifted(news["desired"], actual), news["order"])
         for step in steps:
-            # the step's own create command, as Pulumi ran it: same files, same script
-            self.runner(target_of(news), unpack(news["repair"][step]), "")
+            # the step itself, run as Pulumi runs it on an update: same files, same script
+            rep = unpack(news["repair"][step])
+            self.runner(target_of(news), rep["command"], rep["stdin"], as_is=True)
         after = self._read(news)
         still = drifted(news["desired"], after)
         if still:
             raise RuntimeError(f"host {news['host']}: still drifted after re-running {', '.join(steps)}: "
-                               + ", ".join(still))
+                               + ", ".join(f"{item} ({step})" for step, item in still))
         return UpdateResult(outs={**news, "actual": after, "repaired": steps})
 
     def delete(self, id_: str, props: dict) -> None:
         return None  # the steps' own teardown removes what they installed
-
-
-def _strip(d: Mapping[str, Any]) -> dict:
-    return {k: v for k, v in d.items() if k != "owners"}
 
 
 class HostState(pulumi.dynamic.Resource):

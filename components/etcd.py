@@ -1,7 +1,10 @@
 """EtcdCluster: the external, TLS-only etcd cluster of seed 004.
 
-Per member one `etcd` step (certs, config, unit, the snapshot helper) on every etcd host in
-parallel; then one `etcd-health` step that waits until every member answers healthy over TLS.
+Per member one `etcd` step (certs, config, unit, the snapshot helper), one member after the
+other: a new member starts without waiting for quorum, so a fresh cluster forms in seconds, and a
+restarted member waits until it serves again, so a change that touches every member (a renewed
+certificate) restarts them one at a time and quorum holds. Then one `etcd-health` step waits
+until every member answers healthy over TLS.
 """
 from __future__ import annotations
 
@@ -22,6 +25,7 @@ class EtcdCluster(pulumi.ComponentResource):
         members = cfg.etcd_hosts
         initial = ",".join(f"{h.name}=https://{h.internal_address}:2380" for h in members)
         self.members: dict[str, Step] = {}
+        previous: list[pulumi.Resource] = []
         for h in members:
             server, peer = pki.etcd_server[h.name], pki.etcd_peer[h.name]
             files = [
@@ -40,7 +44,8 @@ class EtcdCluster(pulumi.ComponentResource):
                 f"{h.name}-etcd", h, step="etcd", files=files, script_name="etcd.sh",
                 teardown=script("etcd-remove.sh"), units=["etcd.service"],
                 watch=[RemoteFile("/opt/etcd/bin/etcd", cfg.versions.etcd)],
-                opts=pulumi.ResourceOptions(parent=self, depends_on=[hosts[h.name].binaries]))
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[hosts[h.name].binaries, *previous]))
+            previous = [self.members[h.name]]  # rolling: one member at a time
 
         self.client_urls = cfg.etcd_client_urls
         first = members[0]

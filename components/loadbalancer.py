@@ -2,6 +2,8 @@
 
 The first LB host starts as VRRP MASTER (priority 120), the others as BACKUP (110, 100, ...);
 keepalived moves the VIP away from a host whose nginx can no longer reach an apiserver.
+The LB hosts' steps run one after the other, each waiting until its nginx listens again: a
+change to both restarts them one at a time, so the VIP always has a host to move to.
 """
 from __future__ import annotations
 
@@ -14,6 +16,8 @@ from .config import ClusterConfig
 from .host import Host
 from .remote import RemoteFile, Step, render, script
 
+SETTLE_S = 3  # nginx's fail_timeout for an apiserver; see ControlPlane's rolling restarts
+
 
 class ApiLoadBalancer(pulumi.ComponentResource):
     def __init__(self, name: str, cfg: ClusterConfig, hosts: Mapping[str, Host],
@@ -23,10 +27,13 @@ class ApiLoadBalancer(pulumi.ComponentResource):
         # VRRP PASS authentication takes at most 8 characters
         auth = random.RandomPassword("vrrp-auth", length=8, special=False,
                                      opts=pulumi.ResourceOptions(parent=self))
-        upstreams = "\n".join(f"        server {h.internal_address}:{cfg.api.port} max_fails=2 fail_timeout=10s;"
+        # an apiserver that refused a connection (restarting) is skipped for SETTLE_S only: the
+        # rolling restart of the next one waits that long, so one of them is always in rotation
+        upstreams = "\n".join(f"        server {h.internal_address}:{cfg.api.port} max_fails=1 fail_timeout={SETTLE_S}s;"
                               for h in cfg.control_planes)
         nginx_conf = render("api-lb-nginx.conf", upstreams=upstreams, listen="0.0.0.0", lb_port=cfg.api.lb_port)
         self.steps: dict[str, Step] = {}
+        previous: list[pulumi.Resource] = []
         for i, h in enumerate(lbs):
             peers = "\n".join(f"        {p.internal_address}" for p in lbs if p.name != h.name)
             keepalived = auth.result.apply(lambda pw, h=h, i=i, peers=peers: render(
@@ -45,6 +52,8 @@ class ApiLoadBalancer(pulumi.ComponentResource):
                 f"{h.name}-api-lb", h, step="api-lb", files=files, script_name="api-lb.sh",
                 teardown=script("api-lb-remove.sh"),
                 units=["kube-apiserver-vip.service", "kube-apiserver-lb.service"],
-                env={"KHW_VRRP_INTERFACE": cfg.api.vrrp_interface or "", "KHW_IP": h.internal_address},
-                opts=pulumi.ResourceOptions(parent=self, depends_on=[hosts[h.name].prep]))
+                env={"KHW_VRRP_INTERFACE": cfg.api.vrrp_interface or "", "KHW_IP": h.internal_address,
+                     "KHW_LB_PORT": str(cfg.api.lb_port)},
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[hosts[h.name].prep, *previous]))
+            previous = [self.steps[h.name]]
         self.register_outputs({"vip": cfg.api.vip, "port": cfg.api.lb_port})

@@ -1,10 +1,13 @@
 """Remote steps: one `pulumi_command.remote.Command` = one SSH round trip on one host.
 
-A step carries its files (rendered in Python, base64 in the command), `scripts/lib.sh` and its
-own script from `scripts/`. Because the files are part of the command, a changed file changes
-exactly the steps that install it: Pulumi re-runs those (update = create) and nothing else;
-a no-op `pulumi up` runs nothing at all. `delete` removes the step's units and files, so
-`pulumi destroy` leaves the host as it found it.
+A step's command is what Pulumi shows and what pulumi-command quotes in its errors, so it holds
+no secret: a header naming the step's script, settings and files (path, sha256 prefix, mode) and
+a runner. The step itself travels on stdin, a Pulumi secret: `scripts/lib.sh`, the files (base64
+heredocs, never a command argument) and the step's script. A changed file changes the header and
+stdin of exactly the steps that install it: Pulumi updates those (the same script again, which
+writes only what differs) and nothing else; a no-op `pulumi up` runs nothing. `delete` removes the
+step's units and files, so `pulumi destroy` leaves the host as it found it; a replaced step's
+delete leaves what its successor installed (holders, scripts/lib.sh).
 """
 from __future__ import annotations
 
@@ -20,6 +23,7 @@ import pulumi
 from pulumi_command import _utilities as _command_utils
 
 from . import config as cfgmod
+from .drift import step_manifest
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPTS = ROOT / "scripts"
@@ -87,42 +91,70 @@ def connection(host: cfgmod.Host) -> dict:
     return out
 
 
-def _wrap(host: cfgmod.Host, body: str) -> str:
-    """Ship `body` as a 0600 temp file and run it with bash as root, stdin closed.
+def _runner(host: cfgmod.Host, mode: str) -> str:
+    """Save stdin (the step) as a 0600 temp file and run it with bash as root, stdin closed.
 
-    A temp file (not `bash -s`) so that commands inside cannot eat the script from stdin,
-    and no argument-length limit applies to large steps.
-    """
-    runner = "sudo -n bash" if host.ssh.sudo else "bash"
-    return ("umask 077; f=$(mktemp /tmp/khw-step.XXXXXX) || exit 1\n"
-            "cat > \"$f\" <<'KHW_STEP_EOF'\n"
-            f"{body}\n"
-            "KHW_STEP_EOF\n"
-            f"{runner} \"$f\" </dev/null; rc=$?; rm -f \"$f\"; exit $rc\n")
+    A temp file (not `bash -s`) so that commands inside cannot eat the script from stdin."""
+    sudo = "sudo -n " if host.ssh.sudo else ""
+    return ('f=$(umask 077 && mktemp /tmp/khw-step.XXXXXX) || exit 1\n'
+            f'cat > "$f" && {sudo}bash "$f" {mode} </dev/null; rc=$?; rm -f "$f"; exit $rc\n')
 
 
 def _env(env: Mapping[str, str]) -> str:
     return "".join(f"{k}={shlex.quote(str(v))}\n" for k, v in sorted(env.items()))
 
 
-def step_command(host: cfgmod.Host, step: str, files: Sequence[tuple[str, str, str]], body: str,
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def step_header(host: cfgmod.Host, step: str, files: Sequence[tuple[str, str, str]], body: str,
+                env: Mapping[str, str]) -> str:
+    """The readable part of a step, as `pulumi preview --diff` shows it: a changed file, setting
+    or script changes its line here. Digests only: the contents travel on stdin."""
+    lines = [f"# kube-hardway step {step!r} on {host.name}: its script (with scripts/lib.sh) and files",
+             "# arrive on stdin, which Pulumi keeps secret.",
+             f"# script sha256 {_digest(script('lib.sh') + body)[:16]}"]
+    lines += [f"# setting {k}={v}".replace("\n", "\n#   ") for k, v in sorted(env.items())]
+    lines += [f"# file {p} sha256 {_digest(c)[:16]} mode {m}" for p, c, m in files]
+    return "\n".join(lines) + "\n"
+
+
+def step_payload(host: cfgmod.Host, step: str, files: Sequence[tuple[str, str, str]], body: str,
                  env: Mapping[str, str]) -> str:
-    puts = "".join(
-        f"khw_put {shlex.quote(p)} {m} {base64.b64encode(c.encode()).decode()}\n" for p, c, m in files)
-    text = (f"KHW_HOST={shlex.quote(host.name)}\nKHW_STEP={shlex.quote(step)}\n" + _env(env)
+    """What the host runs (stdin of the command): identity, settings, lib.sh, files, script."""
+    puts = "".join(f"khw_put {shlex.quote(p)} {m} <<'KHW_DATA'\n{base64.encodebytes(c.encode()).decode()}KHW_DATA\n"
+                   for p, c, m in files)
+    return (f"KHW_HOST={shlex.quote(host.name)}\nKHW_STEP={shlex.quote(step)}\n" + _env(env)
             + script("lib.sh") + "\n# --- files\n" + puts + "# --- step\n" + body)
-    return _wrap(host, text)
+
+
+def step_commands(host: cfgmod.Host, step: str, files: Sequence[tuple[str, str, str]], body: str,
+                  env: Mapping[str, str]) -> tuple[str, str]:
+    """(create, stdin) of a step: the header and runner, and the step itself."""
+    return (step_header(host, step, files, body, env) + _runner(host, "create"),
+            step_payload(host, step, files, body, env))
+
+
+def update_command(host: cfgmod.Host) -> str:
+    """How Pulumi runs a changed step: the same step from stdin, without taking a new holder."""
+    return "# the step's create again (see create), as an update\n" + _runner(host, "update")
 
 
 def delete_command(host: cfgmod.Host, step: str, paths: Sequence[str], units: Sequence[str], body: str,
                    env: Mapping[str, str]) -> str:
+    """Teardown. Part of the command (no secret in it); run by the last holder only."""
     text = (f"KHW_HOST={shlex.quote(host.name)}\nKHW_STEP={shlex.quote(step)}\n" + _env(env)
-            + script("lib.sh") + "\nset +e\ntrap - ERR\n"
+            + script("lib.sh") + "\nset +e\ntrap - ERR\nkhw_release || exit 0\n"
             + "".join(f"khw_remove_unit {shlex.quote(u)}\n" for u in units)
             + body + "\n"
             + (f"khw_remove {' '.join(shlex.quote(p) for p in paths)}\n" if paths else "")
             + "exit 0\n")
-    return _wrap(host, text)
+    sudo = "sudo -n " if host.ssh.sudo else ""
+    # the script is this command's own text (its stdin is the old create's step, unused here)
+    return ("f=$(umask 077 && mktemp /tmp/khw-step.XXXXXX) || exit 1\n"
+            "cat > \"$f\" <<'KHW_STEP_EOF'\n" + text + "KHW_STEP_EOF\n"
+            f'{sudo}bash "$f" delete </dev/null; rc=$?; rm -f "$f"; exit $rc\n')
 
 
 def resolved(values: Sequence[pulumi.Input[Any]], fn: Callable[[list], T]) -> pulumi.Input[T]:
@@ -196,34 +228,43 @@ class Step(pulumi.CustomResource):
         self.units = list(units)
         self.paths = paths
 
-        def build(values: list[str]) -> str:
-            triples = [(f.path, v, f.mode) for f, v in zip(files, values)]
-            return step_command(host, step, triples, body, env)
+        def build(values: list[str]) -> tuple[str, str]:
+            return step_commands(host, step, [(f.path, v, f.mode) for f, v in zip(files, values)], body, env)
 
         def manifest(values: list[str]) -> dict:
-            return {"step": step, "units": list(units),
-                    "files": {f.path: (hashlib.sha256(v.encode()).hexdigest(), f.mode)
-                              for f, v in zip(files, values)}}
+            return step_manifest({f.path: (_digest(v), f.mode) for f, v in zip(files, values)}, list(units))
 
-        # the file contents, resolved once for the command and the manifest
+        # the file contents, resolved once for the command, stdin and the manifest
         values = resolved([f.content for f in files], list)
         create: pulumi.Input[str]
+        stdin: pulumi.Input[str]
         if isinstance(values, pulumi.Output):
-            create, self.manifest = values.apply(build), values.apply(manifest)
+            built = values.apply(build)
+            # digests and settings only: readable in the preview even when the files are keys
+            create = pulumi.Output.unsecret(built.apply(lambda b: b[0]))
+            stdin = built.apply(lambda b: b[1])
+            self.manifest = pulumi.Output.unsecret(values.apply(manifest))
         else:
-            create, self.manifest = build(values), manifest(values)
+            create, stdin = build(values)
+            self.manifest = manifest(values)
         # self.manifest: what this step manages; drift tracking (components/drift.py) compares against it
-        if any(f.secret for f in files):
-            create = pulumi.Output.secret(create)
-        self.command = create  # as sent; drift repair re-runs it
+        # stdin is always secret: it may hold keys, and the header above is the readable diff
+        stdin = pulumi.Output.secret(stdin)
+        update = update_command(host)
+        self.create = create
+        self.command = {"command": update, "stdin": stdin}  # drift repair runs the step as an update
         # Registered as pulumi-command's `command:remote:Command`, exactly as `remote.Command`
         # would (tests/test_graph.py compares the two requests), without the typed class: it
         # wraps every one of its dozen properties in Outputs and tasks, which doubled the SDK's
         # cost per step and was 15% of peak memory on a 1000-host stack (bench/eval_scale.py).
         # After an upgrade of pulumi-command, that test says whether the request still matches.
         # unset inputs are not sent, so only the ones we set and the outputs we read are declared
-        props = {"connection": _secret_connection(host), "create": create,
-                 "delete": delete_command(host, step, paths, units, teardown, env), "stdout": None, "stderr": None}
+        props = {"connection": _secret_connection(host), "create": create, "update": update, "stdin": stdin,
+                 "delete": delete_command(host, step, paths, units, teardown, env),
+                 # not PULUMI_COMMAND_STDOUT/STDERR through SSH's setenv: sshd refuses them by
+                 # default, and pulumi-command then warns on every update
+                 "addPreviousOutputInEnv": False,
+                 "stdout": None, "stderr": None}
         super().__init__("command:remote:Command", name, props, pulumi.ResourceOptions.merge(
             pulumi.ResourceOptions(version=_command_utils.get_version(),
                                    plugin_download_url=_command_utils.get_plugin_download_url(),

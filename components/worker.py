@@ -4,6 +4,8 @@ kubelet joins with the bootstrap token (seed 004): its first CSR is approved by 
 auto-approval bindings, the client certificate then rotates by itself. Its serving
 certificate is issued by the cluster CA (pulumi-tls) so clients can verify it.
 Control-plane hosts can be workers too (give them a NoSchedule taint to keep workloads off).
+Node labels are applied through the API; taints are registered by the kubelet (KubeletConfiguration
+registerWithTaints), so they apply when a node first joins.
 """
 from __future__ import annotations
 
@@ -19,8 +21,6 @@ from .host import Host
 from .pki import Pki
 from .remote import RemoteFile, Step, render, script
 
-# labels a kubelet may not set on itself (NodeRestriction); the program applies them instead
-RESTRICTED_PREFIXES = ("node-role.kubernetes.io/", "node-restriction.kubernetes.io/")
 
 
 def taints_yaml(taints: Sequence[str]) -> str:
@@ -30,13 +30,6 @@ def taints_yaml(taints: Sequence[str]) -> str:
         key, _, value = kv.partition("=")
         out.append({"key": key, "value": value, "effect": effect} if value else {"key": key, "effect": effect})
     return json.dumps(out)  # JSON is YAML
-
-
-def split_labels(labels: dict) -> tuple[dict, dict]:
-    """(labels the kubelet sets at registration, labels applied through the API)."""
-    own = {k: v for k, v in labels.items() if not k.startswith(RESTRICTED_PREFIXES)}
-    api = {k: v for k, v in labels.items() if k.startswith(RESTRICTED_PREFIXES)}
-    return own, api
 
 
 class WorkerNode(pulumi.ComponentResource):
@@ -56,7 +49,6 @@ class WorkerNode(pulumi.ComponentResource):
             script_name="containerd.sh", teardown=script("containerd-remove.sh"), units=["containerd.service"],
             opts=pulumi.ResourceOptions(parent=self, depends_on=[host.binaries]))
 
-        own_labels, api_labels = split_labels(dict(spec.labels))
         serving = pki.kubelet_serving[spec.name]
         self.kubelet = Step(
             f"{spec.name}-kubelet", spec, step="kubelet",
@@ -64,9 +56,7 @@ class WorkerNode(pulumi.ComponentResource):
                 RemoteFile(f"{SSL}/kubelet.pem", serving.cert_pem),
                 RemoteFile(f"{SSL}/kubelet-key.pem", serving.key_pem, "0600"),
                 RemoteFile(f"{CFG}/bootstrap.kubeconfig", cp.kubelet_bootstrap_kubeconfig, "0600"),
-                RemoteFile(f"{CFG}/kubelet.conf", render(
-                    "kubelet.conf", name=spec.name, ip=spec.internal_address,
-                    node_labels=",".join(f"{k}={v}" for k, v in sorted(own_labels.items())))),
+                RemoteFile(f"{CFG}/kubelet.conf", render("kubelet.conf", name=spec.name, ip=spec.internal_address)),
                 RemoteFile(f"{CFG}/kubelet-config.yaml", render(
                     "kubelet-config.yaml", cluster_dns=cfg.network.cluster_dns,
                     cluster_domain=cfg.network.cluster_domain, taints=taints_yaml(spec.taints),
@@ -92,11 +82,15 @@ class WorkerNode(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, depends_on=[self.kubelet]))
 
         self.node = spec.name
-        self.ready: list[pulumi.Resource] = [self.kubelet, self.kube_proxy]
-        if api_labels:  # e.g. node-role.kubernetes.io/worker (seed 003), after the node registered
-            self.ready.append(k8s.core.v1.NodePatch(
-                f"{spec.name}-labels", metadata=k8s.meta.v1.ObjectMetaPatchArgs(name=spec.name, labels=api_labels),
-                opts=pulumi.ResourceOptions(parent=self, provider=cp.provider, depends_on=[self.kubelet])))
+        # The node's labels, applied through the API (server-side apply) once it registered, not
+        # by the kubelet: `--node-labels` is read only at registration (a change would never
+        # reach the Node, and would restart the kubelet for nothing), and NodeRestriction forbids
+        # a kubelet node-role.kubernetes.io/* labels (seed 003). Every worker has its patch, so
+        # removing the last label removes it from the Node too.
+        self.labels = k8s.core.v1.NodePatch(
+            f"{spec.name}-labels", metadata=k8s.meta.v1.ObjectMetaPatchArgs(name=spec.name, labels=dict(spec.labels)),
+            opts=pulumi.ResourceOptions(parent=self, provider=cp.provider, depends_on=[self.kubelet]))
+        self.ready: list[pulumi.Resource] = [self.kubelet, self.kube_proxy, self.labels]
         self.register_outputs({"node": spec.name})
 
 

@@ -1,6 +1,8 @@
 # shellcheck shell=bash
 # Step "api-lb": nginx (stream) + keepalived in front of the apiservers (seed 004).
-# Env: KHW_VRRP_INTERFACE (empty = detect), KHW_IP
+# Env: KHW_VRRP_INTERFACE (empty = detect), KHW_IP, KHW_LB_PORT
+# The LB hosts' steps run one after another; each ends only when its nginx listens again, so a
+# change to every LB host restarts them one at a time and the VIP always has a live host.
 pkgs=""
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || pkgs="$pkgs nginx"
 command -v keepalived >/dev/null || [ -x /usr/sbin/keepalived ] || pkgs="$pkgs keepalived"
@@ -37,6 +39,7 @@ if [ "$(cat /etc/kube-hardway/lb/keepalived.conf 2>/dev/null)" != "$conf" ]; the
 fi
 khw_service kube-apiserver-lb.service /etc/kube-hardway/lb/nginx
 khw_service kube-apiserver-vip.service /etc/kube-hardway/lb/keepalived /etc/kube-hardway/lb/check-apiserver.sh
-khw_wait 60 "nginx listening" systemctl is-active kube-apiserver-lb.service
-khw_wait 60 "keepalived running" systemctl is-active kube-apiserver-vip.service
+KHW_UNIT=kube-apiserver-lb.service khw_wait 60 "nginx listening on port $KHW_LB_PORT" \
+  sh -c "ss -Hltn 'sport = :$KHW_LB_PORT' | grep -q ."
+KHW_UNIT=kube-apiserver-vip.service khw_wait 60 "keepalived running" systemctl is-active kube-apiserver-vip.service
 khw_log "API load balancer running on $iface"

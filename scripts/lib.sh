@@ -1,29 +1,36 @@
 #!/usr/bin/env bash
-# Shared helpers, prepended to every remote step (see components/remote.py).
-# A step is one SSH round trip: this library, the step's files (base64) and the step script.
+# Shared helpers, at the top of every remote step (see components/remote.py).
+# A step is one SSH round trip. Pulumi shows (and an error quotes) only its command: a header
+# naming the step's files by digest, and a runner. The step itself arrives on stdin, which
+# Pulumi keeps secret: this library, the step's files (base64 heredocs) and its script, run as
+# `bash FILE create|update` (`delete` for teardown).
 # Files are written only when their content or mode differs, so a re-run changes nothing
 # and services restart only when one of their own files changed.
 set -Eeuo pipefail
 # an unexpected failure names host, step, line and command instead of ending the step silently
+# (file contents are never part of a command: khw_put reads them from a heredoc)
 trap 'khw_log "ERROR: exit $? at line $LINENO: $BASH_COMMAND" >&2' ERR
 export PATH=/opt/kubernetes/bin:/opt/etcd/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
-
+KHW_MODE=${1:-update}
+KHW_STATE=${KHW_STATE:-/var/lib/kube-hardway}
 KHW_CHANGED=()
 
 khw_log() { printf '[%s %s] %s\n' "${KHW_HOST:-?}" "${KHW_STEP:-?}" "$*"; }
 khw_die() { printf '[%s %s] ERROR: %s\n' "${KHW_HOST:-?}" "${KHW_STEP:-?}" "$*" >&2; exit 1; }
 
-# khw_put PATH MODE BASE64: install a file atomically when its content or mode differ.
+# khw_put PATH MODE <<'KHW_DATA' ... (base64): install a file atomically when its content or
+# mode differ. The data comes on stdin so that it is never part of a command line or an error.
 khw_put() {
-  local path=$1 mode=$2 data=$3 tmp
+  local path=$1 mode=$2 tmp
+  [ ! -d "$path" ] || [ -L "$path" ] || khw_die "$path is a directory where this step installs a file: move it away and run again"
   mkdir -p "$(dirname "$path")"
   tmp=$(mktemp "$(dirname "$path")/.khw.XXXXXX")
-  printf '%s' "$data" | base64 -d > "$tmp"
+  base64 -d > "$tmp" || { rm -f "$tmp"; khw_die "cannot decode the content of $path"; }
   chmod "$mode" "$tmp"
   if [ -f "$path" ] && cmp -s "$tmp" "$path" && [ "$(stat -c %a "$path")" = "${mode#0}" ]; then
     rm -f "$tmp"; return 0
   fi
-  mv -f "$tmp" "$path"
+  mv -fT "$tmp" "$path"
   KHW_CHANGED+=("$path")
   khw_log "wrote $path"
 }
@@ -41,25 +48,43 @@ khw_changed() {
 
 # khw_service UNIT [PREFIX...]: enable the unit; restart it when its files changed, else
 # just make sure it runs. --no-block: etcd (Type=notify) only reports ready with quorum.
+# KHW_SERVICE_ACTION says what happened: restarted, started or nothing (read by step scripts).
+# shellcheck disable=SC2034
+KHW_SERVICE_ACTION=""
 khw_service() {
   local unit=$1; shift
+  KHW_SERVICE_ACTION=""
   if khw_changed "/etc/systemd/system/$unit"; then systemctl daemon-reload; fi
   systemctl enable "$unit" >/dev/null 2>&1 || systemctl enable "$unit"
   if khw_changed "/etc/systemd/system/$unit" "$@"; then
     khw_log "restarting $unit"
     systemctl restart --no-block "$unit"
+    # shellcheck disable=SC2034
+    KHW_SERVICE_ACTION=restarted
   elif ! systemctl is-active --quiet "$unit"; then
     khw_log "starting $unit"
     systemctl start --no-block "$unit"
+    # shellcheck disable=SC2034
+    KHW_SERVICE_ACTION=started
   fi
 }
 
-# khw_wait TIMEOUT_S WHAT CMD...: poll CMD until it succeeds; fail with WHAT, the last output
-# and, when KHW_UNIT names the service being waited for, its last journal lines.
+# khw_wait TIMEOUT_S WHAT CMD...: poll CMD until it succeeds. When KHW_UNIT names the service
+# being waited for, a unit that failed or restarts in a loop ends the wait early. A failed wait
+# names WHAT and the last output, after the unit's state and journal (khw_unit_log).
 khw_wait() {
-  local timeout=$1 what=$2 out=""; shift 2
+  local timeout=$1 what=$2 out="" base=0 now state; shift 2
   local deadline=$((SECONDS + timeout))
+  [ -z "${KHW_UNIT:-}" ] || base=$(khw_unit_restarts "$KHW_UNIT")
   until out=$("$@" 2>&1); do
+    if [ -n "${KHW_UNIT:-}" ]; then
+      now=$(khw_unit_restarts "$KHW_UNIT")
+      state=$(systemctl show -p ActiveState --value "$KHW_UNIT" 2>/dev/null || true)
+      if [ "$state" = failed ] || [ $((now - base)) -ge 3 ]; then
+        khw_unit_log "$KHW_UNIT" >&2
+        khw_die "$KHW_UNIT is $state after $((now - base)) restarts while waiting for $what: see its journal above"
+      fi
+    fi
     if [ "$SECONDS" -ge "$deadline" ]; then
       [ -z "${KHW_UNIT:-}" ] || khw_unit_log "$KHW_UNIT" >&2
       khw_die "timed out after ${timeout}s waiting for $what: ${out:0:400}"
@@ -68,8 +93,19 @@ khw_wait() {
   done
 }
 
-# khw_unit_log UNIT: last journal lines, to explain a failed wait.
-khw_unit_log() { journalctl -u "$1" -n 20 --no-pager 2>/dev/null || true; }
+khw_unit_restarts() { local n; n=$(systemctl show -p NRestarts --value "$1" 2>/dev/null || true); echo "${n:-0}"; }
+
+# khw_unit_log UNIT: why a service is not ready: its state, the error lines among the last 300
+# lines of its journal, and its last lines.
+khw_unit_log() {
+  local unit=$1 log
+  log=$(journalctl -u "$unit" -n 300 -o cat --no-pager 2>/dev/null || true)
+  khw_log "$unit: $(systemctl show -p ActiveState,SubState,Result,NRestarts,ExecMainStatus "$unit" 2>/dev/null | tr '\n' ' ')"
+  khw_log "$unit: errors in its journal:"
+  grep -E '^[EF][0-9]{4} |level=(error|fatal)|"level":"(error|fatal)"|[Ee]rror|[Ff]atal|[Ff]ailed|[Ii]nvalid' <<<"$log" | tail -n 15 || true
+  khw_log "$unit: last lines of its journal:"
+  tail -n 10 <<<"$log"
+}
 
 # khw_remove_unit UNIT: stop, disable and delete a unit file (teardown).
 khw_remove_unit() {
@@ -119,3 +155,46 @@ khw_iptables_cleanup() {
     done
   done
 }
+
+# --- holders: the instances of this step that hold what it installed
+# Pulumi replaces a resource by creating the new instance before deleting the old one
+# (`pulumi up --replace`, a renamed host or component). Each create adds a line to the step's
+# holder file and each delete removes one; only the last one out tears down, so the delete of a
+# replaced instance never removes what its successor has just installed.
+khw_holders() { echo "$KHW_STATE/holders/$KHW_STEP"; }
+
+khw_hold() {
+  local f; f=$(khw_holders)
+  mkdir -p "${f%/*}"
+  if [ "$KHW_MODE" = create ]; then
+    # a create cut off before it finished (a killed CLI) is run again by the next `up`: the
+    # same instance, so it takes the unfinished one's place
+    if [ "$(tail -n 1 "$f" 2>/dev/null)" = pending ]; then sed -i '$d' "$f"; fi
+    echo pending >> "$f"
+  elif [ ! -s "$f" ]; then
+    echo pending > "$f"
+  fi
+  trap khw_finish EXIT
+}
+
+khw_finish() { # on exit: a step that succeeded holds for good; a create that failed is
+  # forgotten by Pulumi (the next `up` creates it again), so it gives up its line
+  local rc=$? f; f=$(khw_holders)
+  [ -f "$f" ] || return 0
+  if [ "$rc" = 0 ]; then sed -i '$s/^pending$/held/' "$f"
+  elif [ "$KHW_MODE" = create ]; then sed -i '${/^pending$/d}' "$f"; fi
+}
+
+# khw_release (delete): true when no other instance still holds the step, i.e. tear down.
+khw_release() {
+  local f; f=$(khw_holders)
+  [ -s "$f" ] || return 0
+  sed -i '1d' "$f"
+  if [ -s "$f" ]; then
+    khw_log "teardown skipped: $(wc -l < "$f") newer instance(s) of this step hold what it installed"
+    return 1
+  fi
+  rm -f "$f"; rmdir "${f%/*}" "$KHW_STATE" 2>/dev/null || true
+}
+
+if [ "$KHW_MODE" != delete ]; then khw_hold; fi

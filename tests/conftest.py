@@ -187,12 +187,16 @@ def _agent(monkeypatch):
 
 
 def step_files(res: Res) -> dict[str, tuple[str, str]]:
-    """path -> (mode, content) of the files a step's create command installs."""
+    """path -> (mode, content) of the files a step installs (from its stdin)."""
+    return payload_files(res.inputs["stdin"])
+
+
+def payload_files(payload: str) -> dict[str, tuple[str, str]]:
     import base64
+    import re
     import shlex
     out = {}
-    for line in res.inputs["create"].splitlines():
-        if line.startswith("khw_put "):
-            _, path, mode, data = shlex.split(line)
-            out[path] = (mode, base64.b64decode(data).decode())
+    for m in re.finditer(r"^khw_put ([^\n]+) (\d+) <<'KHW_DATA'\n(.*?)^KHW_DATA$", payload, re.M | re.S):
+        (path,) = shlex.split(m.group(1))
+        out[path] = (m.group(2), base64.b64decode(m.group(3)).decode())
     return out

@@ -91,7 +91,7 @@ def test_one_barrier_between_the_nodes_and_the_pod_network(ha):
     barrier = ha.get("master01-nodes-registered")
     assert set(barrier.deps) >= {ha.get(f"{w}-{s}").urn for w in ("master01", "master02", "node01", "node02")
                                  for s in ("kubelet", "kube-proxy")}
-    env = ha.get("master01-nodes-registered").inputs["create"]
+    env = ha.get("master01-nodes-registered").inputs["stdin"]
     assert "KHW_NODES='master01 master02 node01 node02'" in env
     comp = ha.of_type("khw:index:Cni")[0].urn
     cni = [r for r in ha.records if r.parent == comp]
@@ -126,7 +126,9 @@ def test_admin_provider_settings_let_up_repair_drift(ha):
     assert prov["enableServerSideApply"] == "true" and prov["enablePatchForce"] == "true"
     assert prov["enableConfigMapMutable"] == "true" and prov["enableSecretMutable"] == "true"
     ignoring = [r.name for r in ha.records if r.type.startswith("kubernetes:") and r.ignore_changes]
-    assert ignoring == ["bootstrap-token"]  # only its expiry, fixed at the first `pulumi up`
+    assert ignoring == []
+    # a changed kubeconfig (renewed CA, single -> HA) keeps the provider and so every object
+    assert prov["clusterIdentifier"] == "kube-hardway/kube-hardway/test"
     annotated = [r.name for r in ha.records if r.type.startswith("kubernetes:")
                  if any(k.startswith("pulumi.com/") for k in ((r.inputs.get("metadata") or {}).get("annotations") or {}))]
     assert annotated == []  # no pulumi.com/skipAwait or patchForce overrides per object
@@ -282,7 +284,7 @@ def test_smoke_test_curls_every_node_after_nginx_is_ready():
     svc = obj(g, "service-kube-hardway-smoke-nginx")
     assert svc["spec"]["ports"][0]["nodePort"] == 30123
     step = g.get("cp1-smoke-test")
-    assert "KHW_TARGETS='cp1=192.0.2.21 w1=192.0.2.22 w2=192.0.2.23'" in step.inputs["create"]
-    assert "KHW_NODE_PORT=30123" in step.inputs["create"]
+    assert "KHW_TARGETS='cp1=192.0.2.21 w1=192.0.2.22 w2=192.0.2.23'" in step.inputs["stdin"]
+    assert "KHW_NODE_PORT=30123" in step.inputs["stdin"]
     for name in ("deployment-kube-hardway-smoke-nginx", "service-kube-hardway-smoke-nginx"):
         assert g.get(name).urn in g.ancestors(step)

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from components import config, drift
-from components.remote import step_command
+from components.remote import step_commands, update_command
 from conftest import dev_config, evaluate, single_cp_config
 from sshd import free_port, local_sshd
 
@@ -14,20 +14,18 @@ os.environ.setdefault("SSH_AUTH_SOCK", "/tmp/test-agent.sock")
 
 
 def desired_example():
-    ms = [{"step": "kubelet", "units": ["kubelet.service"],
-           "files": {"/opt/kubernetes/cfg/kubelet.conf": ("aa" * 32, "0644"),
-                     "/opt/kubernetes/ssl/kubelet-key.pem": ("bb" * 32, "0600")}},
-          {"step": "binaries", "units": [], "files": {"/opt/kubernetes/bin/kubelet": (drift.ANY_SHA, "0755")}}]
-    return drift.desired_state(ms, {"net.ipv4.ip_forward": "1"})
+    return {"kubelet": drift.step_manifest({"/opt/kubernetes/cfg/kubelet.conf": ("aa" * 32, "0644"),
+                                            "/opt/kubernetes/ssl/kubelet-key.pem": ("bb" * 32, "0600")},
+                                           ["kubelet.service"]),
+            "binaries": drift.step_manifest({"/opt/kubernetes/bin/kubelet": (drift.ANY_SHA, "0755")}, []),
+            "prep": {"files": {}, "units": {}, "settings": drift.settings({"net.ipv4.ip_forward": "1"})}}
 
 
-def test_desired_state_and_owners():
+def test_desired_state_by_step():
     d = desired_example()
-    assert d["files"]["/opt/kubernetes/ssl/kubelet-key.pem"] == "bb" * 32 + " 600"
-    assert d["units"] == {"kubelet.service": "enabled active"}
-    assert d["settings"] == {"swap": "off", "sysctl:net.ipv4.ip_forward": "1"}
-    assert "file:/opt/kubernetes/cfg/kubelet.conf" in d["owners"]["kubelet"].split("\n")
-    assert d["owners"]["prep"].split("\n") == ["setting:swap", "setting:sysctl:net.ipv4.ip_forward"]
+    assert d["kubelet"]["files"]["/opt/kubernetes/ssl/kubelet-key.pem"] == "bb" * 32 + " 600"
+    assert d["kubelet"]["units"] == {"kubelet.service": "enabled active"}
+    assert d["prep"]["settings"] == {"swap": "off", "sysctl:net.ipv4.ip_forward": "1"}
 
 
 def test_no_drift_means_no_difference():
@@ -40,7 +38,7 @@ def test_no_drift_means_no_difference():
     assert drift.drifted(d, actual) == []
 
 
-def test_each_kind_of_drift_is_named():
+def test_each_kind_of_drift_is_named_with_its_step():
     d = desired_example()
     out = ("F /opt/kubernetes/cfg/kubelet.conf " + "ff" * 32 + " 644\n"   # edited
            "F /opt/kubernetes/ssl/kubelet-key.pem missing -\n"              # deleted
@@ -48,11 +46,12 @@ def test_each_kind_of_drift_is_named():
            "U kubelet.service enabled inactive\nS swap on\nS sysctl:net.ipv4.ip_forward 0\n")
     actual = drift.observed(d, drift.parse_read(out))
     items = drift.drifted(d, actual)
-    assert items == ["file:/opt/kubernetes/cfg/kubelet.conf", "file:/opt/kubernetes/ssl/kubelet-key.pem",
-                     "file:/opt/kubernetes/bin/kubelet", "unit:kubelet.service", "setting:swap",
-                     "setting:sysctl:net.ipv4.ip_forward"]
-    assert drift.steps_to_repair(items, d["owners"]) == ["kubelet", "binaries", "prep"]
-    assert actual["files"]["/opt/kubernetes/ssl/kubelet-key.pem"] == "missing"
+    assert items == [("kubelet", "file:/opt/kubernetes/cfg/kubelet.conf"),
+                     ("kubelet", "file:/opt/kubernetes/ssl/kubelet-key.pem"), ("kubelet", "unit:kubelet.service"),
+                     ("binaries", "file:/opt/kubernetes/bin/kubelet"), ("prep", "setting:swap"),
+                     ("prep", "setting:sysctl:net.ipv4.ip_forward")]
+    assert drift.steps_to_repair(items, ["prep", "binaries", "kubelet"]) == ["prep", "binaries", "kubelet"]
+    assert actual["kubelet"]["files"]["/opt/kubernetes/ssl/kubelet-key.pem"] == "missing"
 
 
 def test_read_request_covers_every_item():
@@ -60,6 +59,22 @@ def test_read_request_covers_every_item():
     assert "M /opt/kubernetes/bin/kubelet" in req and "U kubelet.service" in req
     assert "F /opt/kubernetes/cfg/kubelet.conf" in req
     assert "S swap" in req and "S sysctl net.ipv4.ip_forward" in req
+
+
+def test_diff_with_unknown_inputs_is_a_change_not_a_crash():
+    """In a preview where a step's files are not known yet (a rotated token, a renewed
+    certificate), the engine hands the diff unknowns: HostState will change, and says so."""
+    from pulumi.output import Unknown
+    d = desired_example()
+    p = drift.HostStateProvider()
+    olds = {"host": "cp1", "desired": d, "actual": d, "order": ["prep", "binaries", "kubelet"]}
+    assert not p.diff("cp1", olds, {**olds}).changes
+    partly = {**olds, "desired": {**d, "kubelet": Unknown()}}
+    assert p.diff("cp1", olds, partly).changes
+    inner = {**olds, "desired": {**d, "kubelet": {"files": {"/opt/kubernetes/cfg/kubelet.conf": Unknown()},
+                                                  "units": {}}}}
+    assert p.diff("cp1", olds, inner).changes
+    assert p.diff("cp1", olds, {**olds, "desired": Unknown()}).changes
 
 
 def test_graph_one_state_per_host_after_its_steps():
@@ -71,18 +86,24 @@ def test_graph_one_state_per_host_after_its_steps():
     for step in ("prep", "binaries", "etcd", "containerd", "kubelet", "kube-proxy"):
         assert g.get(f"node01-{step}").urn in st.deps
     d = st.inputs["desired"]
-    assert d["units"] == {"etcd.service": "enabled active", "containerd.service": "enabled active",
-                          "kubelet.service": "enabled active", "kube-proxy.service": "enabled active"}
-    assert d["files"]["/opt/kubernetes/bin/kubelet"] == "* 755"
-    assert d["files"]["/opt/etcd/ssl/server-key.pem"].endswith(" 600")
-    assert d["settings"]["sysctl:net.ipv4.ip_forward"] == "1" and d["settings"]["swap"] == "off"
+    assert st.inputs["order"] == ["prep", "binaries", "etcd", "containerd", "kubelet", "kube-proxy"]
+    assert {u: s for e in d.values() for u, s in e["units"].items()} == {
+        "etcd.service": "enabled active", "containerd.service": "enabled active",
+        "kubelet.service": "enabled active", "kube-proxy.service": "enabled active"}
+    assert d["binaries"]["files"]["/opt/kubernetes/bin/kubelet"] == "* 755"
+    assert d["binaries"]["files"]["/opt/kubernetes/ssl/ca.pem"].endswith(" 644")  # its own file too
+    assert d["etcd"]["files"]["/opt/etcd/ssl/server-key.pem"].endswith(" 600")
+    assert d["prep"]["settings"]["sysctl:net.ipv4.ip_forward"] == "1" and d["prep"]["settings"]["swap"] == "off"
     assert set(st.inputs["repair"]) == {"prep", "binaries", "etcd", "containerd", "kubelet", "kube-proxy"}
-    # each repair command is the step's own create command, as sent
+    # each repair is the step itself, run as pulumi-command runs its update
     for step, packed in st.inputs["repair"].items():
-        assert drift.unpack(packed) == g.get(f"node01-{step}").inputs["create"]
+        cmd = g.get(f"node01-{step}").inputs
+        assert drift.unpack(packed) == {"command": cmd["update"], "stdin": cmd["stdin"]}
     assert "repair" in st.secret_inputs
+    # the manifest (digests, modes, units) is readable in a diff; only the repair commands are secret
+    assert "desired" not in st.secret_inputs
     assert {"repair", "connection"} <= st.secret_outputs
-    lb = g.get("lb01-state").inputs["desired"]["units"]
+    lb = g.get("lb01-state").inputs["desired"]["api-lb"]["units"]
     assert lb == {"kube-apiserver-vip.service": "enabled active", "kube-apiserver-lb.service": "enabled active"}
 
 
@@ -98,12 +119,12 @@ def sshd():
 def _props(sshd, root: Path):
     spec = config.load(single_cp_config(ssh={"privateKey": sshd["key"]})).hosts[0]
     files = [(str(root / "cfg/kubelet.conf"), "flags\n", "0644"), (str(root / "ssl/kubelet-key.pem"), "KEY\n", "0600")]
-    create = step_command(spec, "kubelet", files, "true\n", {})
+    _, stdin = step_commands(spec, "kubelet", files, "true\n", {"KHW_STATE": str(root / "khw-state")})
     import hashlib
-    manifest = {"step": "kubelet", "units": [],
-                "files": {p: (hashlib.sha256(c.encode()).hexdigest(), m) for p, c, m in files}}
-    desired = drift.desired_state([manifest], {"kernel.ostype": "Linux"})
-    return {"host": "cp1", "desired": desired, "repair": {"kubelet": drift.pack(create)},
+    desired = {"kubelet": drift.step_manifest({p: (hashlib.sha256(c.encode()).hexdigest(), m) for p, c, m in files}, []),
+               "prep": {"files": {}, "units": {}, "settings": drift.settings({"kernel.ostype": "Linux"})}}
+    return {"host": "cp1", "desired": desired, "order": ["prep", "kubelet"],
+            "repair": {"kubelet": drift.pack({"command": update_command(spec), "stdin": stdin})},
             "connection": {"host": "127.0.0.1", "port": sshd["port"], "user": "root", "private_key": sshd["key"],
                            "host_key": sshd["host_key"], "agent": False, "sudo": False, "bastion": None}}
 
@@ -112,22 +133,23 @@ def test_refresh_shows_drift_and_update_repairs_it(sshd, tmp_path):
     p = drift.HostStateProvider()
     props = _props(sshd, tmp_path)
     target = drift.target_of(props)
-    drift.run(target, drift.unpack(props["repair"]["kubelet"]))  # what `pulumi up` ran: the step
+    rep = drift.unpack(props["repair"]["kubelet"])
+    drift.run(target, rep["command"], rep["stdin"], as_is=True)  # what `pulumi up` ran: the step
     created = p.create(props)
     assert drift.drifted(props["desired"], created.outs["actual"]) == []
 
     # no drift: refresh records the same state, the diff is empty
     clean = p.read("cp1", created.outs)
     assert not p.diff("cp1", clean.outs, props).changes
-    assert clean.inputs["desired"]["files"] == props["desired"]["files"]
+    assert clean.inputs["desired"] == props["desired"]
 
     # hand edits on the host: a config changed, a key deleted, a mode loosened
     (tmp_path / "cfg/kubelet.conf").write_text("edited by hand\n")
     (tmp_path / "ssl/kubelet-key.pem").unlink()
     refreshed = p.read("cp1", created.outs)
-    shown = refreshed.inputs["desired"]["files"]
+    shown = refreshed.inputs["desired"]["kubelet"]["files"]
     assert shown[str(tmp_path / "ssl/kubelet-key.pem")] == "missing"
-    assert shown[str(tmp_path / "cfg/kubelet.conf")] != props["desired"]["files"][str(tmp_path / "cfg/kubelet.conf")]
+    assert shown[str(tmp_path / "cfg/kubelet.conf")] != props["desired"]["kubelet"]["files"][str(tmp_path / "cfg/kubelet.conf")]
     assert p.diff("cp1", refreshed.outs, props).changes
 
     repaired = p.update("cp1", refreshed.outs, props)
@@ -138,7 +160,7 @@ def test_refresh_shows_drift_and_update_repairs_it(sshd, tmp_path):
 
     os.chmod(tmp_path / "ssl/kubelet-key.pem", 0o644)
     loose = p.read("cp1", repaired.outs)
-    assert loose.inputs["desired"]["files"][str(tmp_path / "ssl/kubelet-key.pem")].endswith(" 644")
+    assert loose.inputs["desired"]["kubelet"]["files"][str(tmp_path / "ssl/kubelet-key.pem")].endswith(" 644")
     assert p.update("cp1", loose.outs, props).outs["repaired"] == ["kubelet"]
 
 
@@ -176,7 +198,8 @@ def test_the_sdk_provider_host_runs_hoststate_over_grpc(sshd, tmp_path):
     root = Path(__file__).resolve().parent.parent
     registered = evaluate(single_cp_config()).get("w1-state").inputs["__provider"]
     props = {**_props(sshd, tmp_path), "__provider": registered, "actual": None, "repaired": None}
-    drift.run(drift.target_of(props), drift.unpack(props["repair"]["kubelet"]))  # the step ran
+    rep = drift.unpack(props["repair"]["kubelet"])
+    drift.run(drift.target_of(props), rep["command"], rep["stdin"], as_is=True)  # the step ran
 
     def wire(d: dict):
         loop = asyncio.new_event_loop()
@@ -201,8 +224,8 @@ def test_the_sdk_provider_host_runs_hoststate_over_grpc(sshd, tmp_path):
             (tmp_path / "cfg/kubelet.conf").write_text("edited by hand\n")
             read = p.Read(pb.ReadRequest(id="cp1", urn=urn, properties=created.properties), timeout=60)
             recorded = rpc.deserialize_properties(read.inputs)
-            assert recorded["desired"]["files"][str(tmp_path / "cfg/kubelet.conf")] != \
-                props["desired"]["files"][str(tmp_path / "cfg/kubelet.conf")]
+            assert recorded["desired"]["kubelet"]["files"][str(tmp_path / "cfg/kubelet.conf")] != \
+                props["desired"]["kubelet"]["files"][str(tmp_path / "cfg/kubelet.conf")]
             diff = p.Diff(pb.DiffRequest(id="cp1", urn=urn, olds=read.properties, news=wire(props)), timeout=60)
             assert diff.changes == pb.DiffResponse.DIFF_SOME
 

@@ -83,11 +83,22 @@ def test_etcd_members_before_health_before_apiserver(ha):
             assert ha.depends_on(f"{cp}-kube-apiserver", f"{m}-etcd")
 
 
-def test_etcd_members_start_in_parallel(ha):
-    for a in ("master01", "node01", "node02"):
-        for b in ("master01", "node01", "node02"):
-            if a != b:
-                assert not ha.depends_on(f"{a}-etcd", f"{b}-etcd")
+def test_same_role_services_roll_one_host_at_a_time(ha):
+    """A change that reaches every host of a role (a renewed certificate, a new flag) must not
+    restart all etcd members, apiservers or LB hosts at once: their steps form one chain in host
+    order, and each step waits until its own service is healthy again."""
+    chains = {"etcd": ["master01", "node01", "node02"],
+              "kube-apiserver": ["master01", "master02"], "kube-controller-manager": ["master01", "master02"],
+              "kube-scheduler": ["master01", "master02"], "api-lb": ["lb01", "lb02"]}
+    for step, hosts in chains.items():
+        for a, b in zip(hosts, hosts[1:]):
+            assert ha.get(f"{a}-{step}").urn in ha.get(f"{b}-{step}").deps, (step, a, b)
+            assert not ha.depends_on(f"{a}-{step}", f"{b}-{step}")
+    # workers are not chained: a kubelet restart does not stop the node's pods
+    assert not ha.depends_on("node02-kubelet", "node01-kubelet")
+    assert not ha.depends_on("node01-kubelet", "node02-kubelet")
+    from components.remote import script
+    assert 'KHW_UNIT=etcd.service khw_wait' in script("etcd.sh")
 
 
 def test_controller_manager_and_scheduler_after_their_apiserver(ha):
@@ -160,11 +171,18 @@ def test_a_config_change_touches_only_the_affected_steps():
                             + [f"{h}-prep" for h in workers + ["lb01", "lb02"]])
 
 
-def test_a_kubelet_label_change_touches_one_kubelet():
+def test_a_label_change_touches_no_step_only_that_node_s_patch():
+    """`--node-labels` is read only when a node registers: labels go through the API, so a
+    changed label reaches the Node and restarts nothing."""
     changed = dev_config()
     changed["hosts"][3] = dict(changed["hosts"][3], labels={"disk": "ssd"})
-    a, b = _creates(evaluate(dev_config())), _creates(evaluate(changed))
-    assert sorted(n for n in a if a[n] != b[n]) == ["node02-kubelet"]
+    a, b = evaluate(dev_config()), evaluate(changed)
+    assert _creates(a) == _creates(b)
+    patch = b.get("node02-labels").inputs["metadata"]
+    assert patch == {"name": "node02", "labels": {"disk": "ssd"}}
+    assert a.get("node02-labels").inputs["metadata"]["labels"] == {"node-role.kubernetes.io/worker": ""}
+    # no labels: a patch all the same, so removing the last label removes it from the Node
+    assert evaluate(single_cp_config()).get("w1-labels").inputs["metadata"]["labels"] == {}
 
 
 def test_a_step_registers_exactly_what_remote_command_would():
@@ -176,7 +194,7 @@ def test_a_step_registers_exactly_what_remote_command_would():
     from pulumi_command import remote as pc
 
     from components import config
-    from components.remote import Step, connection, delete_command
+    from components.remote import Step, connection, delete_command, update_command
     from conftest import Mocks
 
     key = "-----BEGIN OPENSSH PRIVATE KEY-----\nabc\n-----END OPENSSH PRIVATE KEY-----\n"
@@ -199,7 +217,8 @@ def test_a_step_registers_exactly_what_remote_command_would():
         step = Step("ours", spec, step="kubelet", body="true\n")
         s, b = spec.ssh, spec.ssh.bastion
         typed = pc.Command(
-            "typed", create=step.command, delete=delete_command(spec, "kubelet", [], [], "", {}),
+            "typed", create=step.create, update=update_command(spec), stdin=step.command["stdin"],
+            delete=delete_command(spec, "kubelet", [], [], "", {}), add_previous_output_in_env=False,
             connection=pc.ConnectionArgs(
                 host=spec.address, port=s.port, user=s.user, private_key=pulumi.Output.secret(s.private_key),
                 host_key=s.host_key, per_dial_timeout=10, dial_error_limit=6,
@@ -260,3 +279,30 @@ def test_gather_carries_what_output_all_carries():
     assert seen["secret"] is True
     assert seen["unknown"] is True and seen["plain_unknown"] is False
     assert len(seen["deps"]) == 1
+
+
+def test_bootstrap_token_expiry_is_fixed_per_token():
+    """The expiry is a resource created with the token: it does not move on every `up` (a time
+    computed in the program would, and `ignore_changes` loses it: the provider turns stringData
+    into data) and starts again when the token is rotated."""
+    import datetime
+
+    from components.expiry import ExpiryProvider, expiry
+
+    g = evaluate(single_cp_config(bootstrapTokenTtlHours=24))
+    exp = g.get("bootstrap-token-expiry")
+    assert exp.inputs["hours"] == 24
+    assert g.get("bootstrap-token-id").urn in exp.deps
+    token = g.get("bootstrap-token", "kubernetes:core/v1:Secret")
+    assert exp.urn in token.deps and not token.ignore_changes
+    assert "bootstrap-token-expiry" not in {r.name for r in evaluate(single_cp_config()).records}
+
+    p = ExpiryProvider()
+    made = p.create({"key": "abc123", "hours": 24})
+    at = datetime.datetime.strptime(made.outs["at"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.timezone.utc)
+    assert abs((at - datetime.datetime.now(datetime.timezone.utc)).total_seconds() - 24 * 3600) < 60
+    same = p.diff("abc123", made.outs, {"key": "abc123", "hours": 24})
+    assert not same.changes  # a second `up` keeps the time
+    rotated = p.diff("abc123", made.outs, {"key": "xyz789", "hours": 24})
+    assert rotated.changes and rotated.replaces == ["key"]  # a new token, a new time
+    assert expiry(1, datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)) == "2026-01-01T01:00:00Z"

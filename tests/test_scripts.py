@@ -9,14 +9,36 @@ from pathlib import Path
 
 
 from components import artifacts, config
-from components.remote import SCRIPTS, delete_command, script, step_command
+import pytest
+
+from components.remote import SCRIPTS, delete_command, script, step_commands, update_command
 from conftest import single_cp_config
 
 HOST = config.load(single_cp_config(ssh={"privateKey": "-----BEGIN OPENSSH PRIVATE KEY-----\nx\n"})).hosts[0]
 
 
-def run(cmd: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["sh", "-c", cmd], capture_output=True, text=True, timeout=60)
+STATE = ""
+
+
+@pytest.fixture(autouse=True)
+def _state(tmp_path):
+    # the holders of the steps run here go to a temp folder, not this machine's /var/lib
+    global STATE
+    STATE = str(tmp_path / "khw-state")
+
+
+def run(cmd: str, stdin: str = "") -> subprocess.CompletedProcess:
+    return subprocess.run(["sh", "-c", cmd], input=stdin, capture_output=True, text=True, timeout=60)
+
+
+def step(name: str, files, body: str, env: dict, mode: str = "create") -> subprocess.CompletedProcess:
+    """Run a step as pulumi-command does: its create (or update) command, the step on stdin."""
+    create, payload = step_commands(HOST, name, files, body, {**env, "KHW_STATE": STATE})
+    return run(create if mode == "create" else update_command(HOST), payload)
+
+
+def teardown(name: str, paths, units, body: str = "") -> subprocess.CompletedProcess:
+    return run(delete_command(HOST, name, paths, units, body, {"KHW_STATE": STATE}))
 
 
 def test_shellcheck_clean():
@@ -27,8 +49,9 @@ def test_shellcheck_clean():
 
 
 def test_generated_commands_parse():
-    cmd = step_command(HOST, "x", [("/tmp/a", "x", "0644")], script("kubelet.sh"), {"A": "it's"})
-    assert subprocess.run(["bash", "-n"], input=cmd, text=True).returncode == 0
+    create, payload = step_commands(HOST, "x", [("/tmp/a", "x", "0644")], script("kubelet.sh"), {"A": "it's"})
+    for text in (create, payload, update_command(HOST)):
+        assert subprocess.run(["bash", "-n"], input=text, text=True).returncode == 0
     d = delete_command(HOST, "x", ["/tmp/a"], ["kubelet.service"], script("kubelet-remove.sh"), {})
     assert subprocess.run(["bash", "-n"], input=d, text=True).returncode == 0
 
@@ -38,21 +61,21 @@ def test_step_is_idempotent_and_restarts_only_on_change(tmp_path):
     body = ('if khw_changed "%s"; then echo RESTART-A; fi\n'
             'if khw_changed "%s"; then echo RESTART-B; fi\necho "n=${#KHW_CHANGED[@]}"\n') % (tmp_path / "cfg",
                                                                                         tmp_path / "ssl")
-    first = run(step_command(HOST, "t", [(str(a), "one\n", "0644"), (str(b), "KEY\n", "0600")], body, {}))
+    first = step("t", [(str(a), "one\n", "0644"), (str(b), "KEY\n", "0600")], body, {})
     assert first.returncode == 0, first.stderr
     assert "RESTART-A" in first.stdout and "RESTART-B" in first.stdout
     assert a.read_text() == "one\n" and oct(b.stat().st_mode & 0o777) == "0o600"
 
-    again = run(step_command(HOST, "t", [(str(a), "one\n", "0644"), (str(b), "KEY\n", "0600")], body, {}))
+    again = step("t", [(str(a), "one\n", "0644"), (str(b), "KEY\n", "0600")], body, {}, mode="update")
     assert again.returncode == 0 and "RESTART" not in again.stdout and "n=0" in again.stdout
 
-    changed = run(step_command(HOST, "t", [(str(a), "two\n", "0644"), (str(b), "KEY\n", "0600")], body, {}))
+    changed = step("t", [(str(a), "two\n", "0644"), (str(b), "KEY\n", "0600")], body, {}, mode="update")
     assert "RESTART-A" in changed.stdout and "RESTART-B" not in changed.stdout
     b.chmod(0o644)  # a mode drift is repaired too
-    fixed = run(step_command(HOST, "t", [(str(a), "two\n", "0644"), (str(b), "KEY\n", "0600")], body, {}))
+    fixed = step("t", [(str(a), "two\n", "0644"), (str(b), "KEY\n", "0600")], body, {}, mode="update")
     assert "RESTART-B" in fixed.stdout and oct(b.stat().st_mode & 0o777) == "0o600"
 
-    gone = run(delete_command(HOST, "t", [str(a), str(b)], [], "", {}))
+    gone = teardown("t", [str(a), str(b)], [])
     assert gone.returncode == 0 and not a.exists() and not b.exists()
     # folders outside the program's own roots stay, even when empty (like /usr/local/bin)
     assert (tmp_path / "cfg").is_dir() and (tmp_path / "ssl").is_dir()
@@ -61,14 +84,14 @@ def test_step_is_idempotent_and_restarts_only_on_change(tmp_path):
 def test_teardown_prunes_only_owned_folders(tmp_path):
     cmd = ('KHW_OWN_DIRS="%s/own"; mkdir -p %s/own/a/b %s/system/bin; touch %s/own/a/b/f %s/system/bin/g; '
            'khw_remove %s/own/a/b/f %s/system/bin/g\n') % ((tmp_path,) * 7)
-    r = run(step_command(HOST, "t", [], cmd, {}))
+    r = step("t", [], cmd, {})
     assert r.returncode == 0, r.stderr
     assert not (tmp_path / "own").exists()  # pruned up to and including the owned root, once empty
     assert (tmp_path / "system/bin").is_dir()  # a system folder stays
 
 
 def test_step_failure_names_host_and_step(tmp_path):
-    r = run(step_command(HOST, "kube-apiserver", [], 'khw_die "port 6443 is in use"\n', {}))
+    r = step("kube-apiserver", [], 'khw_die "port 6443 is in use"\n', {})
     assert r.returncode != 0
     assert "[cp1 kube-apiserver] ERROR: port 6443 is in use" in r.stderr
 
@@ -93,7 +116,7 @@ def _mirror(tmp_path: Path):
 
 def _binaries(tmp_path, lines: str):
     env = {"KHW_ARTIFACTS": lines, "KHW_CACHE": str(tmp_path / "cache")}
-    return run(step_command(HOST, "binaries", [], script("binaries.sh"), env))
+    return step("binaries", [], script("binaries.sh"), env)
 
 
 def test_binaries_download_verify_install_and_cache(tmp_path):
@@ -134,3 +157,91 @@ def test_installed_paths_match_install_specs():
               "/opt/kubernetes/bin/kubelet", "/usr/local/bin/containerd", "/usr/local/sbin/runc",
               "/opt/cni/bin/bridge", "/opt/cni/bin/host-local"):
         assert p in paths
+
+
+def holders(name: str) -> list[str]:
+    p = Path(STATE) / "holders" / name
+    return p.read_text().split() if p.exists() else []
+
+
+def test_replacement_keeps_what_the_new_instance_installed(tmp_path):
+    """Pulumi replaces a step by creating the new instance first and deleting the old one last
+    (`up --replace`, a renamed host or component). The old delete must not remove what the new
+    create just installed; the last instance out tears down."""
+    f = tmp_path / "own/cfg/a.conf"
+    files = [(str(f), "one\n", "0644")]
+    assert step("etcd", files, "", {}).returncode == 0
+    assert holders("etcd") == ["held"]
+    assert step("etcd", files, "", {}).returncode == 0  # the replacement's create
+    assert holders("etcd") == ["held", "held"]
+    old = teardown("etcd", [str(f)], [], f"rm -rf {tmp_path}/own/data\n")
+    assert old.returncode == 0 and "teardown skipped" in old.stdout
+    assert f.read_text() == "one\n"  # still there for the new instance
+    assert holders("etcd") == ["held"]
+    assert step("etcd", files, "", {}, mode="update").returncode == 0  # an update takes no new hold
+    assert holders("etcd") == ["held"]
+    last = teardown("etcd", [str(f)], [])
+    assert last.returncode == 0 and not f.exists() and holders("etcd") == []
+    assert not (Path(STATE) / "holders").exists()
+
+
+def test_a_failed_or_interrupted_create_holds_nothing(tmp_path):
+    f = tmp_path / "a.conf"
+    files = [(str(f), "one\n", "0644")]
+    assert step("kubelet", files, "", {}).returncode == 0
+    assert step("kubelet", files, "false\n", {}).returncode != 0  # a replacement whose create fails
+    assert holders("kubelet") == ["held"]  # Pulumi forgets it; so does the host
+    # a create cut off by a killed CLI leaves its line pending; the next `up` runs it again
+    (Path(STATE) / "holders/kubelet").write_text("held\npending\n")
+    assert step("kubelet", files, "", {}).returncode == 0
+    assert holders("kubelet") == ["held", "held"]
+
+
+def test_a_directory_where_a_file_goes_is_an_error(tmp_path):
+    key = tmp_path / "ssl/kubelet-key.pem"
+    key.mkdir(parents=True)
+    r = step("kubelet", [(str(key), "KEY\n", "0600")], "", {})
+    assert r.returncode != 0
+    assert f"{key} is a directory" in r.stderr and "wrote" not in r.stdout
+    assert key.is_dir() and not any(key.iterdir())  # nothing was written into it
+
+
+def test_a_failing_step_shows_no_file_content(tmp_path):
+    """pulumi-command quotes the command and the output of a failed step in its error: neither
+    may hold what the files hold (keys), in plain text or base64, wherever the step fails."""
+    import base64
+    secret = "-----BEGIN EC PRIVATE KEY-----\nMHcCAQEEIA" + "x" * 40 + "\n-----END EC PRIVATE KEY-----\n"
+    for body, layout in (("false\n", "ok"), ("", "dir")):
+        key = tmp_path / layout / "key.pem"
+        if layout == "dir":
+            key.mkdir(parents=True)  # khw_put itself fails
+        create, payload = step_commands(HOST, "kube-apiserver", [(str(key), secret, "0600")], body,
+                                        {"KHW_STATE": STATE})
+        r = run(create, payload)
+        assert r.returncode != 0
+        shown = create + r.stdout + r.stderr
+        for needle in ("MHcCAQEEIA", base64.b64encode(secret.encode()).decode()[:40], "x" * 40):
+            assert needle not in shown, (layout, needle)
+
+
+def test_wait_gives_up_early_on_a_crash_looping_service_and_shows_its_journal(tmp_path):
+    """A service that fails again and again (a bad flag) ends the wait at once, with the error
+    lines of its journal, instead of after the full timeout with only 'did not answer'."""
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "systemctl").write_text(
+        '#!/bin/sh\nn=$(cat %s/n 2>/dev/null || echo 0); n=$((n + 1)); echo $n > %s/n\n'
+        'case "$*" in *NRestarts*) echo $((n / 2)) ;; *ActiveState*) echo activating ;; *) echo "ActiveState=activating" ;; esac\n'
+        % (tmp_path, tmp_path))
+    (fake / "journalctl").write_text(
+        '#!/bin/sh\nprintf "I1123 starting\\nE1123 run.go:72] \\"command failed\\" err=\\"unknown flag: --bogus\\"\\n'
+        'I1123 exiting\\n"\n')
+    for f in fake.iterdir():
+        f.chmod(0o755)
+    body = f'export PATH={fake}:$PATH\nKHW_UNIT=kube-apiserver.service khw_wait 120 "kube-apiserver /readyz" false\n'
+    import time
+    t0 = time.time()
+    r = step("kube-apiserver", [], body, {})
+    assert r.returncode != 0 and time.time() - t0 < 30
+    assert "unknown flag: --bogus" in r.stderr
+    assert "kube-apiserver.service is activating after 3 restarts while waiting for kube-apiserver /readyz" in r.stderr
