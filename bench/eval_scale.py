@@ -63,8 +63,10 @@ def child(n: int) -> None:
                     counts["steps"] += 1
                     host = request.name.split("-", 1)[0]
                     per_host[host] = per_host.get(host, 0) + 1
-                    create = rpc.deserialize_properties(request.object)["create"]
-                    counts["bytes"] += len(create["value"] if isinstance(create, dict) else create)
+                    props = rpc.deserialize_properties(request.object)
+                    for k in ("create", "stdin"):
+                        v = props[k]
+                        counts["bytes"] += len(v["value"] if isinstance(v, dict) else v)
             return resp
 
     m = conftest.Mocks()

@@ -203,8 +203,11 @@ def run(target: SshTarget, script: str, stdin: str = "", timeout: int = COMMAND_
         if jump:
             jump.close()
     if rc != 0:
-        # what the host printed, never what was sent: stdin may hold keys
-        raise RuntimeError(f"{where}: exit {rc}: {(out + err).strip()[-2000:]}")
+        # what the host printed (its last lines), never what was sent: stdin may hold keys
+        tail = (out + err).strip()
+        if len(tail) > 3000:
+            tail = tail[-3000:].split("\n", 1)[-1]
+        raise RuntimeError(f"{where}: exit {rc}:\n{tail}")
     return out
 
 

@@ -46,10 +46,10 @@ download() { # download KEY URL SHA SUM_URL -> path of the verified file in the 
   echo "$file"
 }
 
-install_bin() { # install_bin SRC DEST_FILE: copy when different, executable
+install_bin() { # install_bin SRC DEST_FILE: copy when different (content or mode), executable
   local src=$1 dest=$2
   mkdir -p "$(dirname "$dest")"
-  if [ -f "$dest" ] && cmp -s "$src" "$dest"; then return; fi
+  if [ -f "$dest" ] && cmp -s "$src" "$dest" && [ "$(stat -c %a "$dest")" = 755 ]; then return; fi
   install -m 0755 "$src" "$dest.khw-new"
   mv -f "$dest.khw-new" "$dest"
   KHW_CHANGED+=("$dest")

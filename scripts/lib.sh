@@ -48,7 +48,8 @@ khw_changed() {
 
 # khw_service UNIT [PREFIX...]: enable the unit; restart it when its files changed, else
 # just make sure it runs. --no-block: etcd (Type=notify) only reports ready with quorum.
-# KHW_SERVICE_ACTION says what happened: restarted, started or nothing (read by step scripts).
+# KHW_SERVICE_ACTION says what happened: restarted (it was running), started (it was not) or
+# nothing (read by step scripts).
 # shellcheck disable=SC2034
 KHW_SERVICE_ACTION=""
 khw_service() {
@@ -58,9 +59,9 @@ khw_service() {
   systemctl enable "$unit" >/dev/null 2>&1 || systemctl enable "$unit"
   if khw_changed "/etc/systemd/system/$unit" "$@"; then
     khw_log "restarting $unit"
-    systemctl restart --no-block "$unit"
     # shellcheck disable=SC2034
-    KHW_SERVICE_ACTION=restarted
+    if systemctl is-active --quiet "$unit"; then KHW_SERVICE_ACTION=restarted; else KHW_SERVICE_ACTION=started; fi
+    systemctl restart --no-block "$unit"
   elif ! systemctl is-active --quiet "$unit"; then
     khw_log "starting $unit"
     systemctl start --no-block "$unit"

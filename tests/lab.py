@@ -35,10 +35,22 @@ def real_kubernetes() -> bool:
     return kubelet.exists() and not kubelet.read_bytes().startswith(b"#!")
 
 
+def find_engine() -> bool:
+    """`pulumi` on PATH, or the engine ./run unpacked from KHW_ENGINE_BUNDLE (put on PATH)."""
+    if shutil.which("pulumi"):
+        return True
+    cache = Path(os.environ.get("KHW_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+                 / "kube-hardway") / "engine"
+    found = sorted(cache.glob("*/bin/pulumi"), key=lambda p: p.stat().st_mtime)
+    if found:
+        os.environ["PATH"] = f"{found[-1].parent}{os.pathsep}{os.environ['PATH']}"
+    return bool(found)
+
+
 def skip_reason() -> Optional[str]:
     if os.environ.get("KHW_LAB") != "1":
         return "lab checks: run as root through ./run test (it brings up the lab), or set KHW_LAB=1"
-    if not shutil.which("pulumi"):
+    if not find_engine():
         return "no Pulumi engine: put pulumi on PATH or set KHW_ENGINE_BUNDLE (see README)"
     if not real_kubernetes():
         return "the lab mirror has no real Kubernetes binaries (lab/build-kubernetes.sh needs Go)"

@@ -211,6 +211,22 @@ def test_a_killed_cli_then_up_converges(single):
     single.collect_secrets()
 
 
+def test_a_service_that_cannot_start_fails_fast_and_shows_why(single):
+    """A unit that crash-loops ends its step at once with the errors of its journal, not after
+    the full wait with only 'did not answer'; `up --refresh` then repairs the cause."""
+    ssh("lab1", "systemctl stop kube-scheduler; chmod 000 /opt/kubernetes/bin/kube-scheduler")
+    t0 = time.time()
+    r = single.up("--replace", single.urns(COMMAND, "lab1-kube-scheduler")[0], check=False)
+    assert r.returncode != 0 and time.time() - t0 < 90
+    out = r.stdout + r.stderr
+    assert "kube-scheduler.service: errors in its journal:" in out, out[-3000:]
+    assert "Permission denied" in out
+    assert re.search(r"kube-scheduler.service is \w+ after \d+ restarts while waiting for kube-scheduler /healthz", out)
+    single.up("--refresh")  # the binary's mode is drift: `binaries` puts it back, the unit runs again
+    assert ssh("lab1", "systemctl is-active kube-scheduler").strip() == "active"
+    single.up("--expect-no-changes")
+
+
 def test_destroy_leaves_nothing(single):
     single.run("destroy", "--yes", "--skip-preview")
     for h in HOSTS:
@@ -219,6 +235,8 @@ def test_destroy_leaves_nothing(single):
 
 def test_nothing_printed_or_stored_holds_a_key(single):
     assert len(single.secrets) >= 20  # keys, token secrets (3 generations), kubeconfig credentials
+    # and the engine found every plugin installed, at the versions the SDKs ask for
+    assert not [t for t in single.printed if "from $PATH" in t or "using pulumi-resource" in t]
     texts = {f"output {i}": t for i, t in enumerate(single.printed)}
     for f in single.backend.rglob("*"):
         if f.is_file():

@@ -140,6 +140,12 @@ def test_binaries_download_verify_install_and_cache(tmp_path):
     assert again.returncode == 0, again.stderr
     assert "0 installed or updated" in again.stdout and "downloaded" not in again.stdout + again.stderr
 
+    # a binary whose mode was changed by hand is installed again (drift repair re-runs this step)
+    (dest / "bin/tool").chmod(0o000)
+    fixed = _binaries(tmp_path, lines)
+    assert fixed.returncode == 0 and f"installed {dest}/bin/tool" in fixed.stdout
+    assert oct((dest / "bin/tool").stat().st_mode & 0o777) == "0o755"
+
 
 def test_binaries_reject_a_wrong_checksum(tmp_path):
     mirror, _ = _mirror(tmp_path)
