@@ -43,6 +43,23 @@ def script(name: str) -> str:
     return _read(SCRIPTS / name)
 
 
+_shipped: dict[str, str] = {}
+
+
+def shipped(text: str) -> str:
+    """A script as it is sent to hosts: without its comment lines and blank lines. They are for
+    the reader of scripts/; every step carries lib.sh (twice: to run and to tear down), so on a
+    1000-host stack they were tens of MB of the program's memory. (No script in scripts/ has a
+    heredoc or a multi-line string in which a line could start with '#'.)"""
+    out = _shipped.get(text)
+    if out is None:
+        out = "".join(line + "\n" for line in text.splitlines()
+                      if line.strip() and not line.lstrip().startswith("#"))
+        if len(_shipped) < 512:  # lib.sh and the step scripts; not each step's own text
+            _shipped[text] = out
+    return out
+
+
 def fill(path: Path, values: Mapping[str, object]) -> str:
     """Substitute the `${var}` placeholders of a project file; a missing value is an error."""
     try:
@@ -114,7 +131,7 @@ def step_header(host: cfgmod.Host, step: str, files: Sequence[tuple[str, str, st
     or script changes its line here. Digests only: the contents travel on stdin."""
     lines = [f"# kube-hardway step {step!r} on {host.name}: its script (with scripts/lib.sh) and files",
              "# arrive on stdin, which Pulumi keeps secret.",
-             f"# script sha256 {_digest(script('lib.sh') + body)[:16]}"]
+             f"# script sha256 {_digest(shipped(script('lib.sh')) + shipped(body))[:16]}"]
     lines += [f"# setting {k}={v}".replace("\n", "\n#   ") for k, v in sorted(env.items())]
     lines += [f"# file {p} sha256 {_digest(c)[:16]} mode {m}" for p, c, m in files]
     return "\n".join(lines) + "\n"
@@ -126,7 +143,7 @@ def step_payload(host: cfgmod.Host, step: str, files: Sequence[tuple[str, str, s
     puts = "".join(f"khw_put {shlex.quote(p)} {m} <<'KHW_DATA'\n{base64.encodebytes(c.encode()).decode()}KHW_DATA\n"
                    for p, c, m in files)
     return (f"KHW_HOST={shlex.quote(host.name)}\nKHW_STEP={shlex.quote(step)}\n" + _env(env)
-            + script("lib.sh") + "\n# --- files\n" + puts + "# --- step\n" + body)
+            + shipped(script("lib.sh")) + puts + shipped(body))
 
 
 def step_commands(host: cfgmod.Host, step: str, files: Sequence[tuple[str, str, str]], body: str,
@@ -145,9 +162,9 @@ def delete_command(host: cfgmod.Host, step: str, paths: Sequence[str], units: Se
                    env: Mapping[str, str]) -> str:
     """Teardown. Part of the command (no secret in it); run by the last holder only."""
     text = (f"KHW_HOST={shlex.quote(host.name)}\nKHW_STEP={shlex.quote(step)}\n" + _env(env)
-            + script("lib.sh") + "\nset +e\ntrap - ERR\nkhw_release || exit 0\n"
+            + shipped(script("lib.sh")) + "set +e\ntrap - ERR\nkhw_release || exit 0\n"
             + "".join(f"khw_remove_unit {shlex.quote(u)}\n" for u in units)
-            + body + "\n"
+            + shipped(body)
             + (f"khw_remove {' '.join(shlex.quote(p) for p in paths)}\n" if paths else "")
             + "exit 0\n")
     sudo = "sudo -n " if host.ssh.sudo else ""
