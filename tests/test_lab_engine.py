@@ -179,8 +179,11 @@ def test_rotating_the_bootstrap_token(single):
 def test_renewing_every_certificate(single):
     serial = lab.serving_serial("lab1")
     certs = single.urns("tls:index/locallySignedCert:LocallySignedCert")
-    single.up(*[a for u in certs for a in ("--replace", u)])
+    r = single.up(*[a for u in certs for a in ("--replace", u)])
     assert lab.serving_serial("lab1") != serial
+    # the admin kubeconfig changed: the provider is updated, and no Kubernetes object replaced
+    assert re.search(r"pulumi:providers:kubernetes cluster-admin updated", r.stdout)
+    assert not re.search(r"kubernetes:\S+ \S+ (creating replacement|replaced|deleted)", r.stdout)
     time.sleep(12)
     check_cluster(single, ["lab2", "lab3"])
     single.up("--expect-no-changes")
