@@ -79,6 +79,8 @@ class Host(pulumi.ComponentResource):
             script_name="binaries.sh", teardown=script("binaries-remove.sh")
             + "\nkhw_remove " + " ".join(artifacts.installed_paths(self.artifacts)),
             env={"KHW_ARTIFACTS": artifacts.spec_lines(self.artifacts)},
+            notes=[f"artifact {a.key} " + (f"sha256 {a.sha256[:16]}" if a.sha256 else "(unpinned)")
+                   for a in self.artifacts],
             opts=pulumi.ResourceOptions(parent=self, depends_on=[self.prep]))
         self.ca_files = list(ca_files)
         self.register_outputs({"address": spec.address, "roles": list(spec.roles)})

@@ -126,13 +126,18 @@ def _digest(text: str) -> str:
 
 
 def step_header(host: cfgmod.Host, step: str, files: Sequence[tuple[str, str, str]], body: str,
-                env: Mapping[str, str]) -> str:
+                env: Mapping[str, str], notes: Sequence[str] = ()) -> str:
     """The readable part of a step, as `pulumi preview --diff` shows it: a changed file, setting
-    or script changes its line here. Digests only: the contents travel on stdin."""
+    or script changes its line here. Digests only: the contents travel on stdin. An error quotes
+    it too, so a long setting shows as its digest (`notes` can say what it holds, shorter)."""
     lines = [f"# kube-hardway step {step!r} on {host.name}: its script (with scripts/lib.sh) and files",
              "# arrive on stdin, which Pulumi keeps secret.",
              f"# script sha256 {_digest(shipped(script('lib.sh')) + shipped(body))[:16]}"]
-    lines += [f"# setting {k}={v}".replace("\n", "\n#   ") for k, v in sorted(env.items())]
+    for k, v in sorted(env.items()):
+        v = str(v)
+        short = "\n" not in v and len(v) <= 100
+        lines.append(f"# setting {k}={v}" if short else f"# setting {k} sha256 {_digest(v)[:16]} ({len(v.splitlines())} lines)")
+    lines += [f"# {n}" for n in notes]
     lines += [f"# file {p} sha256 {_digest(c)[:16]} mode {m}" for p, c, m in files]
     return "\n".join(lines) + "\n"
 
@@ -147,9 +152,9 @@ def step_payload(host: cfgmod.Host, step: str, files: Sequence[tuple[str, str, s
 
 
 def step_commands(host: cfgmod.Host, step: str, files: Sequence[tuple[str, str, str]], body: str,
-                  env: Mapping[str, str]) -> tuple[str, str]:
+                  env: Mapping[str, str], notes: Sequence[str] = ()) -> tuple[str, str]:
     """(create, stdin) of a step: the header and runner, and the step itself."""
-    return (step_header(host, step, files, body, env) + _runner(host, "create"),
+    return (step_header(host, step, files, body, env, notes) + _runner(host, "create"),
             step_payload(host, step, files, body, env))
 
 
@@ -226,7 +231,8 @@ class Step(pulumi.CustomResource):
     def __init__(self, name: str, host: cfgmod.Host, *, step: str, files: Sequence[RemoteFile] = (),
                  script_name: Optional[str] = None, body: str = "", teardown: str = "",
                  units: Sequence[str] = (), env: Optional[Mapping[str, str]] = None,
-                 watch: Sequence[RemoteFile] = (), opts: Optional[pulumi.ResourceOptions] = None):
+                 watch: Sequence[RemoteFile] = (), notes: Sequence[str] = (),
+                 opts: Optional[pulumi.ResourceOptions] = None):
         env = dict(env or {})
         files = list(files)
         if watch:
@@ -246,7 +252,7 @@ class Step(pulumi.CustomResource):
         self.paths = paths
 
         def build(values: list[str]) -> tuple[str, str]:
-            return step_commands(host, step, [(f.path, v, f.mode) for f, v in zip(files, values)], body, env)
+            return step_commands(host, step, [(f.path, v, f.mode) for f, v in zip(files, values)], body, env, notes)
 
         def manifest(values: list[str]) -> dict:
             return step_manifest({f.path: (_digest(v), f.mode) for f, v in zip(files, values)}, list(units))

@@ -49,21 +49,24 @@ build() {
        || { apt-get update -q >/dev/null && apt-get download $debs >/dev/null 2>&1; }; })
   fi
   tmp=$(mktemp -d); x=$tmp/x
+  # reproducible archives: the same packages give the same sha256 on every build, so a rebuilt
+  # mirror does not change the stacks' pinned checksums (and every host's binaries step)
+  pack() { tar --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner -C "$1" -cf - "${@:3}" | gzip -n > "$2"; }
   for deb in "$LAB_CACHE"/debs/*.deb; do dpkg-deb -x "$deb" "$x"; done
   # etcd: etcd-v<V>-linux-amd64/{etcd,etcdctl}
   mkdir -p "$tmp/etcd-v$ETCD-linux-amd64" "$M/etcd/v$ETCD"
   cp "$x/usr/bin/etcd" "$x/usr/bin/etcdctl" "$tmp/etcd-v$ETCD-linux-amd64/"
-  tar -C "$tmp" -czf "$M/etcd/v$ETCD/etcd-v$ETCD-linux-amd64.tar.gz" "etcd-v$ETCD-linux-amd64"
+  pack "$tmp" "$M/etcd/v$ETCD/etcd-v$ETCD-linux-amd64.tar.gz" "etcd-v$ETCD-linux-amd64"
   # containerd: bin/{containerd,containerd-shim-runc-v2,ctr}
   mkdir -p "$tmp/ctd/bin" "$M/containerd/v$CONTAINERD"
   cp "$x/usr/bin/containerd" "$x/usr/bin/containerd-shim-runc-v2" "$x/usr/bin/ctr" "$tmp/ctd/bin/"
-  tar -C "$tmp/ctd" -czf "$M/containerd/v$CONTAINERD/containerd-$CONTAINERD-linux-amd64.tar.gz" bin
+  pack "$tmp/ctd" "$M/containerd/v$CONTAINERD/containerd-$CONTAINERD-linux-amd64.tar.gz" bin
   # runc: a single binary
   mkdir -p "$M/runc/v$RUNC"
   cp "$x/usr/sbin/runc" "$M/runc/v$RUNC/runc.amd64"
   # CNI plugins: the plugins at the archive's top level
   mkdir -p "$M/cni-plugins/v$CNI"
-  tar -C "$x/usr/lib/cni" -czf "$M/cni-plugins/v$CNI/cni-plugins-linux-amd64-v$CNI.tgz" .
+  pack "$x/usr/lib/cni" "$M/cni-plugins/v$CNI/cni-plugins-linux-amd64-v$CNI.tgz" .
   rm -rf "$tmp"
   log "etcd $ETCD, containerd $CONTAINERD, runc $RUNC, CNI plugins $CNI from Debian packages"
   repo
