@@ -75,7 +75,7 @@ def host_steps(c: Cluster) -> dict[str, list[Step]]:
     steps += list(c.etcd.members.values())
     steps += [*cp.apiservers.values(), *cp.controller_managers.values(), *cp.schedulers.values()]
     if cp.load_balancer:
-        steps += list(cp.load_balancer.steps.values())
+        steps += list(cp.load_balancer.steps)
     steps += [s for w in c.workers.values() for s in (w.containerd, w.kubelet, w.kube_proxy)]
     out: dict[str, list[Step]] = {n: [] for n in c.hosts}
     for s in steps:

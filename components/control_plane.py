@@ -122,7 +122,7 @@ class ControlPlane(pulumi.ComponentResource):
                                              *self.schedulers.values()]
         if cfg.ha:
             self.load_balancer = ApiLoadBalancer("api-lb", cfg, hosts, opts=pulumi.ResourceOptions(parent=self))
-            ready_deps += list(self.load_balancer.steps.values())
+            ready_deps += list(self.load_balancer.steps)
         first = cfg.control_planes[0]
         # the endpoint every client uses answers, verified against the cluster CA
         self.ready = Step(f"{first.name}-api-ready", first, step="api-ready", script_name="api-ready.sh",

@@ -32,9 +32,14 @@ class ApiLoadBalancer(pulumi.ComponentResource):
         upstreams = "\n".join(f"        server {h.internal_address}:{cfg.api.port} max_fails=1 fail_timeout={SETTLE_S}s;"
                               for h in cfg.control_planes)
         nginx_conf = render("api-lb-nginx.conf", upstreams=upstreams, listen="0.0.0.0", lb_port=cfg.api.lb_port)
-        self.steps: dict[str, Step] = {}
+        self.steps: list[Step] = []
         previous: list[pulumi.Resource] = []
         for i, h in enumerate(lbs):
+            # the packages on every LB host at once; the configuration one host after the other
+            packages = Step(f"{h.name}-lb-packages", h, step="lb-packages", script_name="lb-packages.sh",
+                            teardown=script("lb-packages-remove.sh"),
+                            opts=pulumi.ResourceOptions(parent=self, depends_on=[hosts[h.name].prep]))
+            self.steps.append(packages)
             peers = "\n".join(f"        {p.internal_address}" for p in lbs if p.name != h.name)
             keepalived = auth.result.apply(lambda pw, h=h, i=i, peers=peers: render(
                 "keepalived.conf.in", name=h.name, state="MASTER" if i == 0 else "BACKUP",
@@ -48,12 +53,13 @@ class ApiLoadBalancer(pulumi.ComponentResource):
                 RemoteFile("/etc/systemd/system/kube-apiserver-lb.service", render("kube-apiserver-lb.service")),
                 RemoteFile("/etc/systemd/system/kube-apiserver-vip.service", render("kube-apiserver-vip.service")),
             ]
-            self.steps[h.name] = Step(
+            api_lb = Step(
                 f"{h.name}-api-lb", h, step="api-lb", files=files, script_name="api-lb.sh",
                 teardown=script("api-lb-remove.sh"),
                 units=["kube-apiserver-vip.service", "kube-apiserver-lb.service"],
                 env={"KHW_VRRP_INTERFACE": cfg.api.vrrp_interface or "", "KHW_IP": h.internal_address,
                      "KHW_LB_PORT": str(cfg.api.lb_port)},
-                opts=pulumi.ResourceOptions(parent=self, depends_on=[hosts[h.name].prep, *previous]))
-            previous = [self.steps[h.name]]
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[packages, *previous]))
+            self.steps.append(api_lb)
+            previous = [api_lb]
         self.register_outputs({"vip": cfg.api.vip, "port": cfg.api.lb_port})

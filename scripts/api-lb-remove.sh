@@ -1,10 +1,3 @@
 # shellcheck shell=bash
-# Teardown of step "api-lb": generated files and the packages this step installed.
+# Teardown of step "api-lb": the generated files (the packages go with step "lb-packages").
 rm -f /etc/kube-hardway/lb/keepalived.conf /etc/kube-hardway/lb/nginx-modules.conf
-if [ -f /var/lib/kube-hardway/lb-packages ]; then
-  # shellcheck disable=SC2046
-  if command -v apt-get >/dev/null; then DEBIAN_FRONTEND=noninteractive apt-get purge -y -q $(cat /var/lib/kube-hardway/lb-packages) >/dev/null 2>&1
-  elif command -v dnf >/dev/null; then dnf remove -y -q $(cat /var/lib/kube-hardway/lb-packages)
-  fi
-  rm -f /var/lib/kube-hardway/lb-packages; rmdir /var/lib/kube-hardway 2>/dev/null
-fi

@@ -1,27 +1,9 @@
 # shellcheck shell=bash
-# Step "api-lb": nginx (stream) + keepalived in front of the apiservers (seed 004).
+# Step "api-lb": nginx (stream) + keepalived in front of the apiservers (seed 004), installed
+# by step "lb-packages".
 # Env: KHW_VRRP_INTERFACE (empty = detect), KHW_IP, KHW_LB_PORT
 # The LB hosts' steps run one after another; each ends only when its nginx listens again, so a
 # change to every LB host restarts them one at a time and the VIP always has a live host.
-pkgs=""
-command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || pkgs="$pkgs nginx"
-command -v keepalived >/dev/null || [ -x /usr/sbin/keepalived ] || pkgs="$pkgs keepalived"
-if [ -n "$pkgs" ]; then
-  khw_log "installing$pkgs from the host's package repositories"
-  # shellcheck disable=SC2086
-  if command -v apt-get >/dev/null; then
-    # package lists may be missing or stale on a fresh host: refresh them once if the install fails
-    { DEBIAN_FRONTEND=noninteractive apt-get install -y -q $pkgs >/dev/null 2>&1 \
-      || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $pkgs >/dev/null; }; } \
-      || khw_die "apt-get install$pkgs failed"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q libnginx-mod-stream >/dev/null 2>&1 || true
-  elif command -v dnf >/dev/null; then dnf install -y -q $pkgs nginx-mod-stream || khw_die "dnf install$pkgs failed"
-  elif command -v yum >/dev/null; then yum install -y -q $pkgs nginx-mod-stream || khw_die "yum install$pkgs failed"
-  else khw_die "install$pkgs first: no apt-get, dnf or yum here"; fi
-  mkdir -p /var/lib/kube-hardway
-  # shellcheck disable=SC2086
-  printf '%s\n' $pkgs >> /var/lib/kube-hardway/lb-packages
-fi
 # the stream module is dynamic on most distributions
 mod=$(find /usr/lib/nginx/modules /usr/lib64/nginx/modules -name ngx_stream_module.so 2>/dev/null | head -1 || true)
 want=""; [ -z "$mod" ] || want="load_module $mod;"

@@ -47,7 +47,7 @@ def test_ha_steps_per_host(ha):
     assert s["master01"] == sorted(cp + ["etcd", "etcd-health", "api-ready", "nodes-registered"])
     assert s["master02"] == sorted(cp)
     assert s["node01"] == s["node02"] == ["binaries", "containerd", "etcd", "kube-proxy", "kubelet", "prep"]
-    assert s["lb01"] == s["lb02"] == ["api-lb", "binaries", "prep"]
+    assert s["lb01"] == s["lb02"] == ["api-lb", "binaries", "lb-packages", "prep"]
     assert Counter(r.type for r in ha.records)["khw:index:ApiLoadBalancer"] == 1
 
 
@@ -94,6 +94,9 @@ def test_same_role_services_roll_one_host_at_a_time(ha):
         for a, b in zip(hosts, hosts[1:]):
             assert ha.get(f"{a}-{step}").urn in ha.get(f"{b}-{step}").deps, (step, a, b)
             assert not ha.depends_on(f"{a}-{step}", f"{b}-{step}")
+    # the LB hosts install their packages in parallel; only the configuration rolls
+    assert not ha.depends_on("lb02-lb-packages", "lb01-api-lb") and not ha.depends_on("lb02-lb-packages", "lb01-lb-packages")
+    assert ha.depends_on("lb01-api-lb", "lb01-lb-packages")
     # workers are not chained: a kubelet restart does not stop the node's pods
     assert not ha.depends_on("node02-kubelet", "node01-kubelet")
     assert not ha.depends_on("node01-kubelet", "node02-kubelet")
