@@ -108,13 +108,15 @@ def connection(host: cfgmod.Host) -> dict:
     return out
 
 
-def _runner(host: cfgmod.Host, mode: str) -> str:
-    """Save stdin (the step) as a 0600 temp file and run it with bash as root, stdin closed.
-
-    A temp file (not `bash -s`) so that commands inside cannot eat the script from stdin."""
+def _runner(host: cfgmod.Host, mode: str, inline: Optional[str] = None) -> str:
+    """Save the step (stdin, or `inline` text) as a 0600 temp file and run it with bash as root,
+    stdin closed: `bash FILE MODE`. A temp file (not `bash -s`) so that commands inside cannot
+    eat the script from stdin."""
     sudo = "sudo -n " if host.ssh.sudo else ""
+    here = "" if inline is None else f" <<'KHW_STEP_EOF'"
     return ('f=$(umask 077 && mktemp /tmp/khw-step.XXXXXX) || exit 1\n'
-            f'cat > "$f" && {sudo}bash "$f" {mode} </dev/null; rc=$?; rm -f "$f"; exit $rc\n')
+            f'cat > "$f"{here} && {sudo}bash "$f" {mode} </dev/null; rc=$?; rm -f "$f"; exit $rc\n'
+            + ("" if inline is None else f"{inline}KHW_STEP_EOF\n"))
 
 
 def _env(env: Mapping[str, str]) -> str:
@@ -172,11 +174,8 @@ def delete_command(host: cfgmod.Host, step: str, paths: Sequence[str], units: Se
             + shipped(body)
             + (f"khw_remove {' '.join(shlex.quote(p) for p in paths)}\n" if paths else "")
             + "exit 0\n")
-    sudo = "sudo -n " if host.ssh.sudo else ""
     # the script is this command's own text (its stdin is the old create's step, unused here)
-    return ("f=$(umask 077 && mktemp /tmp/khw-step.XXXXXX) || exit 1\n"
-            "cat > \"$f\" <<'KHW_STEP_EOF'\n" + text + "KHW_STEP_EOF\n"
-            f'{sudo}bash "$f" delete </dev/null; rc=$?; rm -f "$f"; exit $rc\n')
+    return _runner(host, "delete", inline=text)
 
 
 def resolved(values: Sequence[pulumi.Input[Any]], fn: Callable[[list], T]) -> pulumi.Input[T]:
