@@ -30,6 +30,7 @@ READ_SCRIPT = (Path(__file__).resolve().parent.parent / "scripts" / "drift-read.
 CONNECT_TIMEOUT_S = 10
 COMMAND_TIMEOUT_S = 120
 ANY_SHA = "*"  # an installed binary whose digest is not pinned: present + mode only
+REPAIR_ROUNDS = 3
 
 
 # ------------------------------------------------------------------ desired state
@@ -266,19 +267,27 @@ class HostStateProvider(ResourceProvider):
 
     def update(self, id_: str, olds: dict, news: dict) -> UpdateResult:
         # read afresh: HostState runs after the host's steps, so a planned change they already
-        # applied is not drift, and only what is still wrong gets repaired
+        # applied is not drift, and only what is still wrong gets repaired. A repair can take
+        # another service down for a moment (kube-controller-manager exits when it loses its
+        # apiserver, and systemd starts it again 5 s later): what is still wrong after a round is
+        # repaired in the next, up to REPAIR_ROUNDS.
         actual = self._read(news)
-        steps = steps_to_repair(drifted(news["desired"], actual), news["order"])
-        for step in steps:
-            # the step itself, run as Pulumi runs it on an update: same files, same script
-            rep = unpack(news["repair"][step])
-            self.runner(target_of(news), rep["command"], rep["stdin"], as_is=True)
-        after = self._read(news)
-        still = drifted(news["desired"], after)
+        repaired: list[str] = []
+        for _ in range(REPAIR_ROUNDS):
+            items = drifted(news["desired"], actual)
+            if not items:
+                return UpdateResult(outs={**news, "actual": actual, "repaired": repaired})
+            for step in steps_to_repair(items, news["order"]):
+                # the step itself, run as Pulumi runs it on an update: same files, same script
+                rep = unpack(news["repair"][step])
+                self.runner(target_of(news), rep["command"], rep["stdin"], as_is=True)
+                repaired += [step] if step not in repaired else []
+            actual = self._read(news)
+        still = drifted(news["desired"], actual)
         if still:
-            raise RuntimeError(f"host {news['host']}: still drifted after re-running {', '.join(steps)}: "
+            raise RuntimeError(f"host {news['host']}: still drifted after re-running {', '.join(repaired)}: "
                                + ", ".join(f"{item} ({step})" for step, item in still))
-        return UpdateResult(outs={**news, "actual": after, "repaired": steps})
+        return UpdateResult(outs={**news, "actual": actual, "repaired": repaired})
 
     def delete(self, id_: str, props: dict) -> None:
         return None  # the steps' own teardown removes what they installed

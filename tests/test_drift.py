@@ -239,3 +239,33 @@ def test_the_sdk_provider_host_runs_hoststate_over_grpc(sshd, tmp_path):
     finally:
         host.kill()
         host.wait()
+
+
+def test_repair_takes_another_round_for_what_a_repair_knocked_over():
+    """Starting a stopped apiserver makes kube-controller-manager (which lost it) restart: the
+    read after the first repair finds it down, and the update repairs it too instead of failing."""
+    d = {"kube-apiserver": drift.step_manifest({}, ["kube-apiserver.service"]),
+         "kube-controller-manager": drift.step_manifest({}, ["kube-controller-manager.service"])}
+    reads = iter(["U kube-apiserver.service enabled inactive\nU kube-controller-manager.service enabled active\n",
+                  "U kube-apiserver.service enabled active\nU kube-controller-manager.service enabled activating\n",
+                  "U kube-apiserver.service enabled active\nU kube-controller-manager.service enabled active\n"])
+    ran = []
+
+    def runner(target, script, stdin="", **kw):
+        if script == drift.READ_SCRIPT:
+            return next(reads)
+        ran.append(stdin)
+        return ""
+
+    p = drift.HostStateProvider()
+    p.runner = runner
+    props = {"host": "cp1", "desired": d, "order": ["kube-apiserver", "kube-controller-manager"],
+             "repair": {s: drift.pack({"command": "run", "stdin": s}) for s in d},
+             "connection": {"host": "127.0.0.1", "port": 22, "user": "root"}}
+    out = p.update("cp1", props, props)
+    assert ran == ["kube-apiserver", "kube-controller-manager"]
+    assert out.outs["repaired"] == ["kube-apiserver", "kube-controller-manager"]
+    # a unit that never comes back still fails the update, naming it
+    reads = iter(["U kube-apiserver.service enabled failed\nU kube-controller-manager.service enabled active\n"] * 4)
+    with pytest.raises(RuntimeError, match=r"still drifted after re-running kube-apiserver: unit:kube-apiserver.service"):
+        p.update("cp1", props, props)
