@@ -66,6 +66,24 @@ def ssh(host: str, script: str, timeout: int = 120) -> str:
     return drift.run(target(host), script, timeout=timeout)
 
 
+def descendants(pid: int) -> list[int]:
+    """Every process below `pid`, read from /proc (children first found, grandchildren after)."""
+    parent = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            parent[int(stat.parent.name)] = int(fields[1])
+        except (OSError, IndexError, ValueError):
+            continue
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        kids = [c for c, pp in parent.items() if pp == p]
+        out += kids
+        todo += kids
+    return out
+
+
 class Engine:
     """One stack of the project, driven through `./run` with the real CLI."""
 
@@ -107,9 +125,13 @@ class Engine:
         return p
 
     def kill(self, p: subprocess.Popen) -> str:
-        """SIGKILL the CLI and the plugins it started (all of its process group), as when its
-        machine or terminal dies."""
-        os.killpg(p.pid, signal.SIGKILL)
+        """SIGKILL the CLI and every process it started (the plugins run in process groups of
+        their own), as when its machine or terminal dies."""
+        for pid in [p.pid, *descendants(p.pid)]:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         p.wait(timeout=30)
         p.log.seek(0)  # type: ignore[attr-defined]
         out = p.log.read()  # type: ignore[attr-defined]
