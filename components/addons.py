@@ -10,6 +10,7 @@ node from the first control plane. Deployments are awaited with `addons.awaitTim
 from __future__ import annotations
 
 import base64
+import functools
 from typing import Optional, Sequence
 
 import pulumi
@@ -31,9 +32,14 @@ class Addons(pulumi.ComponentResource):
         super().__init__("khw:index:Addons", name, None, opts)
         a = cfg.addons
         child = pulumi.ResourceOptions(parent=self, provider=provider, depends_on=list(after))
+        # the add-ons' pods carry the pod network's name: switching network.cni rolls them onto
+        # the new network (pods keep the network they were started with). With no network
+        # (`none`, yours to install) they are applied but not awaited: they start with it.
+        self._apply = functools.partial(manifests.apply, pod_annotations={"kube-hardway.io/network": cfg.network.cni},
+                                  wait=cfg.network.cni != "none")
         self.objects: dict[str, pulumi.CustomResource] = {}
         if a.coredns.enabled:
-            self.objects.update(manifests.apply(manifests.render(
+            self.objects.update(self._apply(manifests.render(
                 "coredns", cluster_dns=cfg.network.cluster_dns, cluster_domain=cfg.network.cluster_domain,
                 upstream_dns=a.coredns.upstream, replicas=a.coredns.replicas, image=cfg.image(a.coredns.image)),
                 child, timeout_s=a.await_timeout_s))
@@ -49,13 +55,13 @@ class Addons(pulumi.ComponentResource):
                 data={"ca.crt": pki.ca.cert_pem}, opts=child)
             deps.append(ca)
             self.objects["configmap:kube-system/metrics-server-kubelet-ca"] = ca
-            self.objects.update(manifests.apply(manifests.render(
+            self.objects.update(self._apply(manifests.render(
                 "metrics-server", image=cfg.image(a.metrics_server.image), kubelet_tls_arg=tls_arg),
                 pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=deps)),
                 timeout_s=a.await_timeout_s))
         if a.dashboard.enabled:
             self._dashboard(cfg, pki, child)
-        if a.smoke_test.enabled:
+        if a.smoke_test.enabled and cfg.network.cni != "none":  # it needs the pod network
             self._smoke_test(cfg, child)
         self.register_outputs({})
 
@@ -80,7 +86,7 @@ class Addons(pulumi.ComponentResource):
         def is_ui(o: dict) -> bool:
             return o["kind"] == "Deployment" and o["metadata"]["name"] == "kubernetes-dashboard"
 
-        objs = manifests.apply([o for o in docs if not is_ui(o)], child, timeout_s=cfg.addons.await_timeout_s)
+        objs = self._apply([o for o in docs if not is_ui(o)], child, timeout_s=cfg.addons.await_timeout_s)
         certs = k8s.core.v1.Secret(
             "secret-kubernetes-dashboard-kubernetes-dashboard-certs", type="Opaque",
             metadata=k8s.meta.v1.ObjectMetaArgs(name="kubernetes-dashboard-certs", namespace="kubernetes-dashboard",
@@ -90,7 +96,7 @@ class Addons(pulumi.ComponentResource):
                 child, pulumi.ResourceOptions(depends_on=[objs["namespace:kubernetes-dashboard"]])))
         objs["secret:kubernetes-dashboard/kubernetes-dashboard-certs"] = certs
         # the UI mounts the cert Secret: the Deployment (awaited) comes after it
-        objs.update(manifests.apply([o for o in docs if is_ui(o)], pulumi.ResourceOptions.merge(
+        objs.update(self._apply([o for o in docs if is_ui(o)], pulumi.ResourceOptions.merge(
             child, pulumi.ResourceOptions(depends_on=[certs, objs["serviceaccount:kubernetes-dashboard/kubernetes-dashboard"]])),
             timeout_s=cfg.addons.await_timeout_s))
         self.objects.update(objs)
@@ -108,7 +114,7 @@ class Addons(pulumi.ComponentResource):
 
     def _smoke_test(self, cfg: ClusterConfig, child: pulumi.ResourceOptions) -> None:
         s = cfg.addons.smoke_test
-        objs = manifests.apply(manifests.render("smoke-test", replicas=s.replicas, image=cfg.image(s.image),
+        objs = self._apply(manifests.render("smoke-test", replicas=s.replicas, image=cfg.image(s.image),
                                                 node_port=s.node_port), child, timeout_s=cfg.addons.await_timeout_s)
         self.objects.update(objs)
         first = cfg.control_planes[0]

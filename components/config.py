@@ -124,12 +124,20 @@ class HostPrep:
     disable_ipv6: bool
     time_sync: bool
     manage_etc_hosts: bool
+    restrict_oom_score_adj: bool  # hosts without CAP_SYS_RESOURCE (system containers)
 
 
 @dataclass(frozen=True)
 class Images:
-    registry_mirror: Optional[str]
+    registry_mirror: Optional[str]  # host[:port][/path], what image references are rewritten to
+    registry_scheme: str  # how containerd reaches the mirror: "https" (default) or "http"
+    registry_ca: Optional[str]  # PEM of the CA that signed the mirror's certificate (self-signed)
     pause: str
+
+    @property
+    def registry_host(self) -> Optional[str]:
+        """The mirror's host[:port]: containerd's hosts.toml is per host."""
+        return self.registry_mirror.split("/", 1)[0] if self.registry_mirror else None
 
 
 @dataclass(frozen=True)
@@ -638,15 +646,33 @@ def load(raw: Mapping[str, Any]) -> ClusterConfig:
                           checksums={str(k): str(s) for k, s in sums.items()})
 
     praw = r.mapping(raw.get("hostPrep"), "hostPrep")
-    r.unknown_keys(praw, {"disableFirewall", "disableIpv6", "timeSync", "manageEtcHosts"}, "hostPrep")
+    r.unknown_keys(praw, {"disableFirewall", "disableIpv6", "timeSync", "manageEtcHosts", "restrictOomScoreAdj"},
+                   "hostPrep")
     host_prep = HostPrep(disable_firewall=r.boolean(praw, "disableFirewall", "hostPrep", False),
                          disable_ipv6=r.boolean(praw, "disableIpv6", "hostPrep", False),
                          time_sync=r.boolean(praw, "timeSync", "hostPrep", True),
-                         manage_etc_hosts=r.boolean(praw, "manageEtcHosts", "hostPrep", True))
+                         manage_etc_hosts=r.boolean(praw, "manageEtcHosts", "hostPrep", True),
+                         restrict_oom_score_adj=r.boolean(praw, "restrictOomScoreAdj", "hostPrep", False))
 
     iraw = r.mapping(raw.get("images"), "images")
-    r.unknown_keys(iraw, {"registryMirror", "pause"}, "images")
-    images = Images(registry_mirror=r.string(iraw, "registryMirror", "images"),
+    r.unknown_keys(iraw, {"registryMirror", "registryCa", "pause"}, "images")
+    mirror = r.string(iraw, "registryMirror", "images")
+    scheme = "https"
+    if mirror is not None:
+        m = re.match(r"^(?:(https?)://)?([A-Za-z0-9.-]+(?::\d{1,5})?)(/[a-z0-9._/-]*)?$", mirror)
+        if not m:
+            r.fail("images.registryMirror", f"{mirror!r} must be [http://|https://]host[:port][/path], e.g. "
+                                            "http://10.77.0.1:5000 for a plain-HTTP registry")
+        else:
+            scheme = m.group(1) or "https"
+            mirror = m.group(2) + (m.group(3) or "").rstrip("/")
+    registry_ca = r.string(iraw, "registryCa", "images")
+    if registry_ca is not None:
+        if "BEGIN CERTIFICATE" not in registry_ca:
+            r.fail("images.registryCa", "must be a PEM certificate (-----BEGIN CERTIFICATE-----...)")
+        if mirror is None or scheme != "https":
+            r.fail("images.registryCa", "is the CA of an https images.registryMirror; there is none")
+    images = Images(registry_mirror=mirror, registry_scheme=scheme, registry_ca=registry_ca,
                     pause=r.string(iraw, "pause", "images", "registry.k8s.io/pause:3.10") or "")
 
     ttl = r.integer(raw, "bootstrapTokenTtlHours", "bootstrapTokenTtlHours", 0, 0, 24 * 365)

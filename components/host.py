@@ -70,7 +70,10 @@ class Host(pulumi.ComponentResource):
                  "KHW_HOSTS_BLOCK": base64.b64encode(hosts_block.encode()).decode()
                  if cfg.host_prep.manage_etc_hosts else "",
                  "KHW_DISABLE_FIREWALL": str(cfg.host_prep.disable_firewall).lower(),
-                 "KHW_TIME_SYNC": str(cfg.host_prep.time_sync).lower()},
+                 "KHW_TIME_SYNC": str(cfg.host_prep.time_sync).lower(),
+                 # a worker's containerd must lower pods' oom_score_adj, unless told not to
+                 "KHW_OOM_SCORE_ADJ": str(spec.has("worker") and not cfg.host_prep.restrict_oom_score_adj).lower(),
+                 "KHW_SERVICE_IP": cfg.network.kubernetes_service_ip if spec.has("worker") else ""},
             opts=pulumi.ResourceOptions(parent=self))
 
         self.artifacts = artifacts.for_host(cfg, spec)

@@ -49,9 +49,10 @@ def object_name(obj: dict) -> str:
     return f"{obj['kind'].lower()}:{ns}{md['name']}"
 
 
-def apply(objs: list[dict], opts: pulumi.ResourceOptions,
-          timeout_s: Optional[int] = None) -> dict[str, pulumi.CustomResource]:
-    """Register every object; returns them by `kind:namespace/name`."""
+def apply(objs: list[dict], opts: pulumi.ResourceOptions, timeout_s: Optional[int] = None,
+          pod_annotations: Optional[dict[str, str]] = None, wait: bool = True) -> dict[str, pulumi.CustomResource]:
+    """Register every object; returns them by `kind:namespace/name`. Deployments and DaemonSets
+    are awaited (`timeout_s`) unless `wait` is false, and get `pod_annotations` on their pods."""
     out: dict[str, pulumi.CustomResource] = {}
     for obj in objs:
         obj = dict(obj)
@@ -59,12 +60,30 @@ def apply(objs: list[dict], opts: pulumi.ResourceOptions,
         key = object_name({**obj, "kind": cls.__name__ if cls else "?"})
         if cls is None:
             raise RuntimeError(f"manifest object {key}: kind not supported by components/manifests.py")
-        args = {(_tables.CAMEL_TO_SNAKE_CASE_TABLE.get(k) or k): v for k, v in obj.items()}
         o = opts
-        if timeout_s and cls in (k8s.apps.v1.Deployment, k8s.apps.v1.DaemonSet):
-            # readiness is awaited here, and fails with the object's status after this long
-            t = f"{timeout_s}s"
-            o = pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(
-                custom_timeouts=pulumi.CustomTimeouts(create=t, update=t)))
+        if cls in (k8s.apps.v1.Deployment, k8s.apps.v1.DaemonSet):
+            if pod_annotations:
+                obj = _with_pod_annotations(obj, pod_annotations)
+            if not wait:
+                # no pod network yet (network.cni: none): the pods start once one is installed
+                md = dict(obj["metadata"])
+                md["annotations"] = {**md.get("annotations", {}), "pulumi.com/skipAwait": "true"}
+                obj["metadata"] = md
+            elif timeout_s:
+                # readiness is awaited here, and fails with the object's status after this long
+                t = f"{timeout_s}s"
+                o = pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(
+                    custom_timeouts=pulumi.CustomTimeouts(create=t, update=t)))
+        args = {(_tables.CAMEL_TO_SNAKE_CASE_TABLE.get(k) or k): v for k, v in obj.items()}
         out[key] = cls(key.replace(":", "-").replace("/", "-"), opts=o, **args)
     return out
+
+
+def _with_pod_annotations(obj: dict, annotations: dict[str, str]) -> dict:
+    spec = dict(obj["spec"])
+    template = dict(spec["template"])
+    md = dict(template.get("metadata") or {})
+    md["annotations"] = {**md.get("annotations", {}), **annotations}
+    template["metadata"] = md
+    spec["template"] = template
+    return {**obj, "spec": spec}

@@ -23,6 +23,24 @@ from .remote import RemoteFile, Step, render, script
 
 
 
+REGISTRY_HOSTS = "/etc/containerd/certs.d"
+
+
+def registry_files(cfg: ClusterConfig) -> list[RemoteFile]:
+    """containerd's hosts.toml for the image mirror (images.registryMirror): plain HTTP, or HTTPS
+    with the mirror's own CA (images.registryCa). containerd reads them on every pull."""
+    i = cfg.images
+    if not i.registry_host:
+        return []
+    url = f"{i.registry_scheme}://{i.registry_host}"
+    ca = f"{REGISTRY_HOSTS}/{i.registry_host}/ca.crt"
+    files = [RemoteFile(f"{REGISTRY_HOSTS}/{i.registry_host}/hosts.toml", render(
+        "containerd-hosts.toml", server=url, ca_line=f'  ca = "{ca}"' if i.registry_ca else ""))]
+    if i.registry_ca:
+        files.append(RemoteFile(ca, i.registry_ca))
+    return files
+
+
 def taints_yaml(taints: Sequence[str]) -> str:
     out = []
     for t in taints:
@@ -42,9 +60,12 @@ class WorkerNode(pulumi.ComponentResource):
             f"{spec.name}-containerd", spec, step="containerd",
             files=[
                 RemoteFile("/etc/containerd/config.toml", render(
-                    "containerd-config.toml", sandbox_image=cfg.image(cfg.images.pause))),
+                    "containerd-config.toml", sandbox_image=cfg.image(cfg.images.pause),
+                    restrict_oom_score_adj=str(cfg.host_prep.restrict_oom_score_adj).lower())),
                 RemoteFile(f"{UNIT}/containerd.service", render("containerd.service")),
+                *registry_files(cfg),
             ],
+            env={"KHW_REGISTRY_HOSTS": cfg.images.registry_host or "", "KHW_CNI": cfg.network.cni},
             watch=[RemoteFile("/usr/local/bin/containerd", v.containerd), RemoteFile("/usr/local/sbin/runc", v.runc)],
             script_name="containerd.sh", teardown=script("containerd-remove.sh"), units=["containerd.service"],
             opts=pulumi.ResourceOptions(parent=self, depends_on=[host.binaries]))

@@ -128,6 +128,11 @@ up_one() {
     -o "lowerdir=$LAB_CACHE/template,upperdir=$d/upper,workdir=$d/work" "$d/merged"
   echo "lab$i" > "$d/merged/etc/hostname"
   printf 'ADDR=%s/24\n' "$(addr "$i")" > "$d/merged/etc/lab-net.env"
+  # a default route via the bridge: a host-network client of a Service IP (flannel, kubelet) needs
+  # a route before kube-proxy's DNAT; the outer machine does not forward, so nothing leaves
+  mkdir -p "$d/merged/etc/systemd/system/lab-net.service.d"
+  printf '[Service]\nExecStart=/sbin/ip route replace default via %s.1 dev host0\n' "$NET" \
+    > "$d/merged/etc/systemd/system/lab-net.service.d/route.conf"
   install -m 0600 "$KEY.pub" "$d/merged/root/.ssh/authorized_keys"
   for g in $(cg_dirs "$i"); do mkdir -p "$g"; done
   cat /sys/fs/cgroup/cpuset/cpuset.cpus > "/sys/fs/cgroup/cpuset/kh-lab$i/cpuset.cpus"

@@ -5,7 +5,8 @@ if command -v ctr >/dev/null && [ -S /run/containerd/containerd.sock ]; then
 fi
 systemctl stop containerd.service >/dev/null 2>&1
 awk '$2 ~ "^/run/containerd/|^/var/lib/containerd/" {print $2}' /proc/mounts | sort -r | while read -r m; do umount "$m" 2>/dev/null; done
-rm -rf /var/lib/containerd/* /run/containerd /etc/cni/net.d/* /var/lib/cni
+rm -rf /var/lib/containerd/* /run/containerd /etc/cni/net.d/* /var/lib/cni /run/flannel
+rmdir /etc/cni/net.d /etc/cni 2>/dev/null
 ip link delete cni0 2>/dev/null
 ip link delete flannel.1 2>/dev/null
 true

@@ -1,7 +1,7 @@
 # shellcheck shell=bash
 # Step "prep": preflight checks, then host preparation (seeds 000, 003, 004).
 # Env: KHW_ARCH KHW_PORTS ("port:allowed-process,...") KHW_HOSTS_BLOCK KHW_DISABLE_FIREWALL
-#      KHW_TIME_SYNC KHW_MODULES
+#      KHW_TIME_SYNC KHW_MODULES KHW_OOM_SCORE_ADJ KHW_SERVICE_IP (workers: the kubernetes Service)
 # The sysctl and modules-load files were written above by khw_put.
 
 # --- preflight: fail early with a message that says what is wrong on this host
@@ -25,6 +25,17 @@ for spec in $KHW_PORTS; do
     khw_die "port $port is in use by $holder (needed by ${allowed%%,*})"
   fi
 done
+# runc sets each pod's oom_score_adj, negative for system pods: that needs CAP_SYS_RESOURCE,
+# which a system container (systemd-nspawn, LXC) may not have; runc then fails every sandbox
+# with "can't get final child's PID from pipe"
+if [ "$KHW_OOM_SCORE_ADJ" = true ] && [ $(( 0x$(awk '/^CapBnd:/ {print $2}' /proc/self/status) >> 24 & 1 )) = 0 ]; then
+  khw_die "this host cannot lower a process's oom_score_adj (no CAP_SYS_RESOURCE: a container?); set hostPrep.restrictOomScoreAdj: true"
+fi
+# Service IPs are DNATed by kube-proxy after the kernel routed the packet: without a route to
+# them (no default route) a host-network client (flannel, kubelet) gets "network is unreachable"
+if [ -n "${KHW_SERVICE_IP:-}" ] && ! ip route get "$KHW_SERVICE_IP" >/dev/null 2>&1; then
+  khw_die "no route to the service network ($KHW_SERVICE_IP): Kubernetes needs a default route (or one to network.serviceCidr)"
+fi
 khw_log "preflight ok: $os, $arch, cgroup $cgroup"
 
 # --- swap off now and at boot (kubelet refuses to run with swap: failSwapOn)

@@ -136,23 +136,25 @@ khw_remove() {
   done
 }
 
-# khw_iptables_cleanup: remove every KUBE-* chain (kubelet's and kube-proxy's) and the rules that
-# jump to them, in IPv4 and IPv6, leaving the host's own rules alone (teardown). One
-# iptables-restore --noflush per table, which parses iptables-save's quoting itself.
+# khw_iptables_cleanup: remove every chain Kubernetes and the pod network created (KUBE-* of the
+# kubelet and kube-proxy, FLANNEL-* of flanneld, CNI-* of the CNI plugins, cali-* of calico) and
+# the rules that jump to them, in IPv4 and IPv6, leaving the host's own rules alone (teardown).
+# One iptables-restore --noflush per table, which parses iptables-save's quoting itself.
+KHW_CHAINS='KUBE-|FLANNEL-|CNI-|cali-'
 khw_iptables_cleanup() {
   local v t c chains
   for v in iptables ip6tables; do
     command -v "$v-save" >/dev/null || continue
     for t in filter nat mangle raw; do
-      chains=$("$v-save" -t "$t" 2>/dev/null | sed -n 's/^:\(KUBE-[^ ]*\) .*/\1/p')
+      chains=$("$v-save" -t "$t" 2>/dev/null | sed -nE "s/^:(($KHW_CHAINS)[^ ]*) .*/\1/p")
       [ -n "$chains" ] || continue
       {
         echo "*$t"
-        "$v-save" -t "$t" | grep -E '^-A [^ ]+ .*-j KUBE-' | grep -vE '^-A KUBE-' | sed 's/^-A /-D /'
+        "$v-save" -t "$t" | grep -E "^-A [^ ]+ .*-j ($KHW_CHAINS)" | grep -vE "^-A ($KHW_CHAINS)" | sed 's/^-A /-D /'
         for c in $chains; do echo "-F $c"; done
         for c in $chains; do echo "-X $c"; done
         echo COMMIT
-      } | "$v-restore" --noflush || khw_log "WARNING: $v: could not remove all KUBE- chains in table $t"
+      } | "$v-restore" --noflush || khw_log "WARNING: $v: could not remove all of Kubernetes' chains in table $t"
     done
   done
 }

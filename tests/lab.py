@@ -245,7 +245,8 @@ INSTALLED = ("/opt/etcd /opt/kubernetes /opt/cni/bin/bridge /var/lib/etcd /var/c
              "/etc/systemd/system/etcd.service /etc/systemd/system/containerd.service /etc/containerd "
              "/usr/local/bin/containerd /usr/local/sbin/runc /etc/sysctl.d/99-kubernetes.conf "
              "/etc/modules-load.d/kubernetes.conf /var/lib/kube-hardway /var/lib/kubelet /etc/cni/net.d/* "
-             "/etc/systemd/system/kube* /etc/kube-hardway /usr/local/bin/kubectl")
+             "/etc/systemd/system/kube* /etc/kube-hardway /usr/local/bin/kubectl /etc/cni /run/flannel /var/lib/cni "
+             "/opt/cni")
 
 
 def residue(host: str) -> dict[str, str]:
@@ -254,14 +255,16 @@ def residue(host: str) -> dict[str, str]:
                     "grep -c 'kube-hardway' /etc/hosts; systemctl is-active etcd; "
                     "systemctl list-units --all --no-legend 'kube*' 'etcd*' 'containerd*' | wc -l; "
                     "dpkg -l nginx keepalived 2>/dev/null | grep -c '^ii'; "
-                    "iptables-save | grep -c KUBE-; ip -o addr show | grep -c 10.77.0.100; true").split("\n")
+                    "iptables-save | grep -c -E 'KUBE-|FLANNEL'; ip -o addr show | grep -c 10.77.0.100; "
+                    "ip -o link | grep -c -E 'cni0|flannel|veth'; true").split("\n")
     paths, rest = out[0].strip(), out[1:]
     found = {}
     if paths:
         found["files"] = paths
     for name, value, ok in (("/etc/hosts block", rest[0], "0"), ("etcd", rest[1], ("inactive", "unknown")),
                             ("units", rest[2], "0"), ("LB packages", rest[3], "0"),
-                            ("KUBE- iptables rules", rest[4], "0"), ("VIP", rest[5], "0")):
+                            ("KUBE-/FLANNEL iptables rules", rest[4], "0"), ("VIP", rest[5], "0"),
+                            ("pod network devices", rest[6], "0")):
         if value.strip() not in (ok if isinstance(ok, tuple) else (ok,)):
             found[name] = value.strip()
     return found

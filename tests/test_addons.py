@@ -131,7 +131,7 @@ def test_admin_provider_settings_let_up_repair_drift(ha):
     assert prov["clusterIdentifier"] == "kube-hardway/kube-hardway/test"
     annotated = [r.name for r in ha.records if r.type.startswith("kubernetes:")
                  if any(k.startswith("pulumi.com/") for k in ((r.inputs.get("metadata") or {}).get("annotations") or {}))]
-    assert annotated == []  # no pulumi.com/skipAwait or patchForce overrides per object
+    assert annotated == []  # no pulumi.com/skipAwait or patchForce overrides per object (with a CNI)
 
 
 def test_cni_none_skips_the_network_and_addons_wait_for_nodes():
@@ -212,12 +212,29 @@ def test_canal_flannel_overlay_with_calico_policy():
     assert g.cluster.cni.ready is not None
 
 
-def test_switching_the_cni_touches_no_host():
+def test_switching_the_cni_cleans_the_old_one_and_rolls_the_addons():
+    """A new network.cni: the old CNI's objects go and the new one's come; on the hosts only the
+    containerd step changes (it removes the old CNI's config and devices, and restarts nothing:
+    its config file is the same); the add-ons' pods are rolled onto the new network."""
+    from conftest import step_files
     base, other = evaluate(dev_config()), evaluate(dict(dev_config(), network=dict(dev_config()["network"], cni="calico")))
-    assert {r.name: r.inputs["create"] for r in base.steps} == {r.name: r.inputs["create"] for r in other.steps}
+    a, b = ({r.name: r.inputs["create"] for r in g.steps} for g in (base, other))
+    assert sorted(n for n in a if a[n] != b[n]) == sorted(f"{h}-containerd" for h in ("master01", "master02", "node01", "node02"))
+    assert step_files(base.get("node01-containerd")) == step_files(other.get("node01-containerd"))
+    assert "KHW_CNI=calico" in other.get("node01-containerd").inputs["stdin"]
     names = lambda g: {r.name for r in g.records if r.type.startswith("kubernetes:")}  # noqa: E731
     assert "daemonset-kube-flannel-kube-flannel-ds" in names(base) - names(other)
     assert "daemonset-kube-system-calico-node" in names(other) - names(base)
+    for g, cni in ((base, "flannel"), (other, "calico")):
+        dns = g.get("deployment-kube-system-coredns").inputs["spec"]["template"]["metadata"]["annotations"]
+        assert dns["kube-hardway.io/network"] == cni
+
+
+def test_with_no_pod_network_the_addons_are_applied_but_not_awaited():
+    g = evaluate(single_cp_config(network={"cni": "none"}))
+    dns = g.get("deployment-kube-system-coredns").inputs["metadata"]
+    assert dns["annotations"]["pulumi.com/skipAwait"] == "true"
+    assert "cp1-smoke-test" not in {r.name for r in g.steps}
 
 
 def test_bad_calico_settings():
@@ -288,3 +305,43 @@ def test_smoke_test_curls_every_node_after_nginx_is_ready():
     assert "KHW_NODE_PORT=30123" in step.inputs["stdin"]
     for name in ("deployment-kube-hardway-smoke-nginx", "service-kube-hardway-smoke-nginx"):
         assert g.get(name).urn in g.ancestors(step)
+
+
+def test_containerd_reaches_the_mirror_over_plain_http_or_with_its_ca():
+    """images.registryMirror with http:// is pulled over plain HTTP (the lab's registry); an
+    https mirror with a self-signed certificate gets images.registryCa; containerd reads both
+    from /etc/containerd/certs.d/<host>/hosts.toml."""
+    from conftest import step_files
+    g = evaluate(single_cp_config(images={"registryMirror": "http://10.77.0.1:5000"}))
+    files = step_files(g.get("w1-containerd"))
+    hosts = files["/etc/containerd/certs.d/10.77.0.1:5000/hosts.toml"][1]
+    assert 'server = "http://10.77.0.1:5000"' in hosts and '[host."http://10.77.0.1:5000"]' in hosts
+    assert "ca =" not in hosts
+    assert 'sandbox_image = "10.77.0.1:5000/pause:3.10"' in files["/etc/containerd/config.toml"][1]
+    assert "KHW_REGISTRY_HOSTS=10.77.0.1:5000" in g.get("w1-containerd").inputs["stdin"]
+    images = {c["image"] for r in g.of_type("kubernetes:apps/v1:DaemonSet") for c in containers(r.inputs)}
+    assert images == {"10.77.0.1:5000/flannel-io/flannel:v0.26.7",
+                      "10.77.0.1:5000/flannel-io/flannel-cni-plugin:v1.6.2-flannel1"}
+
+    ca = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+    g = evaluate(single_cp_config(images={"registryMirror": "registry.lab.example:5000/k8s", "registryCa": ca}))
+    files = step_files(g.get("w1-containerd"))
+    hosts = files["/etc/containerd/certs.d/registry.lab.example:5000/hosts.toml"][1]
+    assert 'server = "https://registry.lab.example:5000"' in hosts
+    assert 'ca = "/etc/containerd/certs.d/registry.lab.example:5000/ca.crt"' in hosts
+    assert files["/etc/containerd/certs.d/registry.lab.example:5000/ca.crt"][1] == ca
+    assert "registry.lab.example:5000/k8s/pause:3.10" in files["/etc/containerd/config.toml"][1]
+    # no mirror: no hosts file, and the step removes one a former mirror left
+    g = evaluate(single_cp_config())
+    assert not [p for p in step_files(g.get("w1-containerd")) if "certs.d" in p]
+
+
+def test_bad_registry_settings():
+    for images, field, msg in (
+            ({"registryMirror": "ftp://x"}, "images.registryMirror", "must be [http://|https://]host[:port][/path]"),
+            ({"registryMirror": "http://10.77.0.1:5000", "registryCa": "-----BEGIN CERTIFICATE-----\n"},
+             "images.registryCa", "is the CA of an https images.registryMirror"),
+            ({"registryMirror": "reg:5000", "registryCa": "not a cert"}, "images.registryCa", "must be a PEM")):
+        with pytest.raises(ConfigError) as e:
+            config.load(single_cp_config(images=images))
+        assert any(p.startswith(field) and msg in p for p in e.value.problems), e.value.problems

@@ -21,9 +21,10 @@ from lab import HOSTS, Engine, invocations, lease_age, residue, ssh, stack_keys 
 pytestmark = pytest.mark.skipif(bool(lab.skip_reason()), reason=lab.skip_reason() or "")
 
 COMMAND = "command:remote:Command"
+NODES = ["lab1", "lab2", "lab3"]  # the control planes are (tainted) workers too
 SINGLE_STEPS = {
     "lab1": ["prep", "binaries", "etcd", "etcd-health", "kube-apiserver", "kube-controller-manager",
-             "kube-scheduler", "api-ready", "nodes-registered"],
+             "kube-scheduler", "api-ready", "containerd", "kubelet", "kube-proxy", "nodes-registered", "smoke-test"],
     "lab2": ["prep", "binaries", "etcd", "containerd", "kubelet", "kube-proxy"],
     "lab3": ["prep", "binaries", "etcd", "containerd", "kubelet", "kube-proxy"],
 }
@@ -65,6 +66,91 @@ def check_cluster(e: Engine, workers: list[str]) -> None:
         assert lease_age(e, w) < 40, f"{w} does not renew its lease"
 
 
+def wait_for(what: str, check, timeout: float = 120, every: float = 3):
+    """Poll `check` until it returns a true value (returned) or raise after `timeout`."""
+    deadline = time.time() + timeout
+    last = None
+    while time.time() < deadline:
+        try:
+            got = check()
+            if got:
+                return got
+            last = got
+        except (AssertionError, RuntimeError, OSError) as e:
+            last = e
+        time.sleep(every)
+    raise AssertionError(f"timed out waiting for {what}: {last}")
+
+
+def check_workloads(e: Engine, nodes: list[str]) -> None:
+    """A working cluster: what a user checks after `pulumi up` (issue 12, seeds 000-002)."""
+    import json
+    # every node Ready; every pod of the system namespaces Running and ready
+    ready = json.loads(e.kubectl("get", "nodes", "-o", "json"))["items"]
+    assert {n["metadata"]["name"]: [c["status"] for c in n["status"]["conditions"] if c["type"] == "Ready"][0]
+            for n in ready} == {n: "True" for n in nodes}
+
+    def system_pods_running():
+        pods = json.loads(e.kubectl("get", "pods", "-A", "-o", "json"))["items"]
+        bad = [f"{p['metadata']['namespace']}/{p['metadata']['name']}: {p['status']['phase']}" for p in pods
+               if p["status"]["phase"] != "Running"
+               or not all(c["ready"] for c in p["status"].get("containerStatuses", []))]
+        assert not bad, bad
+        return {p["metadata"]["namespace"] for p in pods}
+    namespaces = wait_for("the system pods", system_pods_running)
+    assert {"kube-system", "kube-flannel", "kube-hardway-smoke"} <= namespaces
+    # a pod on one node reaches a pod on another, by pod IP, across flannel's VXLAN
+    pods = json.loads(e.kubectl("-n", "kube-hardway-smoke", "get", "pods", "-o", "json"))["items"]
+    by_node = {p["spec"]["nodeName"]: (p["metadata"]["name"], p["status"]["podIP"]) for p in pods}
+    assert len(by_node) >= 2, by_node
+    (a_node, (a_pod, _)), (b_node, (_, b_ip)) = sorted(by_node.items())[:2]
+    http = ("exec 3<>/dev/tcp/{ip}/80; printf 'GET / HTTP/1.0\\r\\nHost: x\\r\\n\\r\\n' >&3; head -1 <&3")
+    got = e.kubectl("-n", "kube-hardway-smoke", "exec", a_pod, "--", "bash", "-c", http.format(ip=b_ip))
+    assert "200 OK" in got, f"{a_pod} on {a_node} -> {b_ip} on {b_node}: {got}"
+    # CoreDNS answers the API's name and a Service's name from inside a pod
+    dns = e.kubectl("-n", "kube-hardway-smoke", "exec", a_pod, "--", "getent", "hosts",
+                    "kubernetes.default.svc.cluster.local", "nginx.kube-hardway-smoke.svc.cluster.local")
+    assert dns.count("cluster.local") == 2 and "10.96.0.1 " in dns, dns
+    # the smoke test (seeds 001/002): nginx's NodePort answers on every node, from outside too
+    assert e.pulumi("stack", "output", "smokeTest").split("\n")[:len(nodes)] == [
+        f"{n} {HOSTS[n]}:30080 HTTP 200" for n in sorted(nodes)]
+    import urllib.request
+    for n in nodes:
+        assert urllib.request.urlopen(f"http://{HOSTS[n]}:30080/", timeout=5).status == 200
+    # metrics-server (seed 000): figures for the nodes and the pods
+    top = wait_for("kubectl top nodes", lambda: e.kubectl("top", "nodes", check=False), timeout=90)
+    assert all(re.search(rf"^{n}\s+\d+m", top, re.M) for n in nodes), top
+    tops = wait_for("kubectl top pods", lambda: e.kubectl("top", "pods", "-n", "kube-system", check=False), timeout=90)
+    assert re.search(r"^coredns-\S+\s+\d+m\s+\d+Mi", tops, re.M), tops
+    if "dashboardUrl" in e.pulumi("stack", "output", "--json"):
+        check_dashboard(e)
+
+
+def check_dashboard(e: Engine) -> None:
+    """The dashboard (seed 000) serves its UI over HTTPS on its NodePort, with a certificate of
+    the cluster CA, and the exported token logs in and lists the namespaces."""
+    import json
+    import ssl
+    import urllib.request
+    ctx = ssl.create_default_context(cadata=e.pulumi("stack", "output", "caCertificate"))
+    ctx.check_hostname = False  # the certificate names the nodes' addresses; we call one of them
+    token = e.pulumi("stack", "output", "dashboardToken", "--show-secrets").strip()
+    base = e.pulumi("stack", "output", "dashboardUrl").strip().rstrip("/")
+
+    def get(path, data=None, headers=None):
+        req = urllib.request.Request(base + path, data=data, headers=headers or {})
+        with urllib.request.urlopen(req, context=ctx, timeout=10) as r:
+            return r.read().decode()
+    page = wait_for("the dashboard's page", lambda: get("/"), timeout=90)
+    assert "<kd-root>" in page or "kubernetes" in page.lower()
+    csrf = json.loads(get("/api/v1/csrftoken/login"))["token"]
+    login = json.loads(get("/api/v1/login", json.dumps({"token": token}).encode(),
+                           {"X-CSRF-TOKEN": csrf, "Content-Type": "application/json"}))
+    assert login.get("jweToken") and not login.get("errors"), login
+    spaces = json.loads(get("/api/v1/namespace", headers={"jweToken": login["jweToken"]}))
+    assert "kube-system" in {n["objectMeta"]["name"] for n in spaces["namespaces"]}
+
+
 # ------------------------------------------------------------------ single control plane
 
 
@@ -94,13 +180,33 @@ def test_up_makes_a_cluster(single):
     r = single.up()
     single.up_seconds = time.time() - t0
     assert "[lab2 kubelet] node lab2 registered" in r.stdout
-    check_cluster(single, ["lab2", "lab3"])
+    check_cluster(single, NODES)
     # the bootstrap token has its expiry, from the first `up` (bootstrapTokenTtlHours)
     exp = single.kubectl("-n", "kube-system", "get", "secrets", "--field-selector",
                          "type=bootstrap.kubernetes.io/token", "-o", "jsonpath={.items[*].data.expiration}")
     assert exp.strip(), "the bootstrap token has no expiration"
     single.expiration = exp
     single.collect_secrets()
+
+
+def test_the_cluster_works(single):
+    check_workloads(single, NODES)
+
+
+def test_a_hand_edit_of_flannel_s_config_is_shown_and_undone(single):
+    import json
+    net = json.loads(single.kubectl("-n", "kube-flannel", "get", "configmap", "kube-flannel-cfg",
+                                    "-o", "jsonpath={.data.net-conf\\.json}"))
+    edited = json.dumps({**net, "Backend": {"Type": "udp"}})
+    single.kubectl("-n", "kube-flannel", "patch", "configmap", "kube-flannel-cfg", "--type", "merge",
+                   "-p", json.dumps({"data": {"net-conf.json": edited}}))
+    r = single.run("preview", "--refresh", "--diff")
+    assert re.search(r"kubernetes:core/v1:ConfigMap: \(update\)", r.stdout) and '"udp"' in r.stdout, r.stdout[-3000:]
+    single.up()
+    back = json.loads(single.kubectl("-n", "kube-flannel", "get", "configmap", "kube-flannel-cfg",
+                                     "-o", "jsonpath={.data.net-conf\\.json}"))
+    assert back == net
+    single.run("preview", "--refresh", "--expect-no-changes")
 
 
 def test_a_second_up_changes_nothing(single):
@@ -122,7 +228,7 @@ def test_every_step_run_again_changes_nothing_and_replacing_one_removes_nothing(
     skipped = set(re.findall(r"\[(lab\d \S+)\] teardown skipped", r.stdout))
     assert len(skipped) == len(steps), skipped
     assert invocations() == before  # no service restarted
-    check_cluster(single, ["lab2", "lab3"])
+    check_cluster(single, NODES)
     for h in HOSTS:  # one holder per step again
         held = ssh(h, "cd /var/lib/kube-hardway/holders && grep -c . *")
         assert all(line.endswith(":1") for line in held.split()), f"{h}: {held}"
@@ -170,7 +276,7 @@ def test_rotating_the_bootstrap_token(single):
                          "type=bootstrap.kubernetes.io/token", "-o", "name")
     assert new.strip() and new != old and len(new.split()) == 1  # the old one is gone
     time.sleep(12)
-    for w in ("lab2", "lab3"):
+    for w in NODES:
         assert lease_age(single, w) < 20, f"{w} stopped renewing its lease after the rotation"
     single.up("--expect-no-changes")
     single.collect_secrets()
@@ -185,7 +291,7 @@ def test_renewing_every_certificate(single):
     assert re.search(r"pulumi:providers:kubernetes cluster-admin updated", r.stdout)
     assert not re.search(r"kubernetes:\S+ \S+ (creating replacement|replaced|deleted)", r.stdout)
     time.sleep(12)
-    check_cluster(single, ["lab2", "lab3"])
+    check_cluster(single, NODES)
     single.up("--expect-no-changes")
     single.collect_secrets()
 
@@ -210,7 +316,7 @@ def test_a_killed_cli_then_up_converges(single):
     r = single.up()
     assert "ended without releasing its lock" in r.stdout
     single.up("--expect-no-changes")
-    check_cluster(single, ["lab2", "lab3"])
+    check_cluster(single, NODES)
     single.collect_secrets()
 
 
@@ -228,6 +334,27 @@ def test_a_service_that_cannot_start_fails_fast_and_shows_why(single):
     single.up("--refresh")  # the binary's mode is drift: `binaries` puts it back, the unit runs again
     assert ssh("lab1", "systemctl is-active kube-scheduler").strip() == "active"
     single.up("--expect-no-changes")
+
+
+def test_switching_the_pod_network_off_and_back_converges(single):
+    """network.cni: none, then flannel again: each converges in at most two `up` runs; with none
+    no node keeps flannel's CNI config or devices; back on flannel the add-ons' pods are rolled
+    onto the new network and the cluster works again."""
+    def converge(keys):
+        single.write_config(keys)
+        for _ in range(2):
+            single.up()
+            if single.run("preview", "--expect-no-changes", check=False).returncode == 0:
+                return
+        raise AssertionError(f"network.cni={keys['network']['cni']}: still changes after two `up` runs")
+    keys = stack_keys()
+    converge({**keys, "network": {**keys["network"], "cni": "none"}})
+    assert "kube-flannel" not in single.kubectl("get", "namespaces", "-o", "name")
+    for h in HOSTS:
+        left = ssh(h, "ls /etc/cni/net.d/ /run/flannel 2>/dev/null; ip -o link show flannel.1 2>/dev/null; true")
+        assert "flannel" not in left, f"{h}: {left}"
+    converge(keys)
+    check_workloads(single, NODES)
 
 
 def test_destroy_leaves_nothing(single):
@@ -268,7 +395,8 @@ def readyz_through_vip(host: str = "lab3", tries: int = 30) -> str:
 
 def test_ha_up_and_failover(ha):
     ha.up()
-    check_cluster(ha, ["lab3"])
+    check_cluster(ha, NODES)
+    check_workloads(ha, NODES)
     assert readyz_through_vip() == "ok"
     assert ssh("lab1", f"ip -o -4 addr show | grep -c {lab.VIP} || true").strip() == "1"  # VRRP MASTER
     ssh("lab1", "systemctl stop kube-apiserver")

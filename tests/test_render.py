@@ -253,3 +253,14 @@ def test_a_cert_change_touches_only_the_steps_that_use_it(ha):
         assert has_proxy == r.name.endswith("-kube-proxy"), r.name
     inputs = files(ha, "master01-kube-controller-manager")["/var/lib/kube-hardway/kube-controller-manager.inputs"][1]
     assert "/opt/kubernetes/ssl/ca.pem" in inputs and "/opt/kubernetes/ssl/sa.key" in inputs
+
+
+def test_restrict_oom_score_adj_for_hosts_without_cap_sys_resource():
+    from conftest import evaluate as ev
+    plain = ev(single_cp_config())
+    toml = files(plain, "w1-containerd")["/etc/containerd/config.toml"][1]
+    assert "restrict_oom_score_adj = false" in toml
+    assert "KHW_OOM_SCORE_ADJ=true" in plain.get("w1-prep").inputs["stdin"]  # preflight checks the capability
+    nspawn = ev(single_cp_config(hostPrep={"restrictOomScoreAdj": True}))
+    assert "restrict_oom_score_adj = true" in files(nspawn, "w1-containerd")["/etc/containerd/config.toml"][1]
+    assert "KHW_OOM_SCORE_ADJ=false" in nspawn.get("w1-prep").inputs["stdin"]
