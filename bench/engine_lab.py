@@ -61,6 +61,11 @@ def phase(type_: str, name: str) -> str:
     if type_.startswith(("tls:", "random:")):
         return "PKI and tokens (local)"
     if type_.startswith("kubernetes:"):
+        for part, what in (("flannel", "pod network (flannel, awaited)"), ("coredns", "CoreDNS (awaited)"),
+                           ("metrics-server", "metrics-server (awaited)"), ("dashboard", "dashboard (awaited)"),
+                           ("smoke", "smoke test objects (awaited)")):
+            if part in name:
+                return what
         return "Kubernetes objects (join RBAC, token, labels)"
     if name.endswith("-state"):
         return "HostState (drift)"
