@@ -98,6 +98,8 @@ class Engine:
         self.printed: list[str] = []  # everything the CLI printed, for the secrets check
         self.secrets: set[str] = set()  # every key, token and credential the stack has had
         self.public: set[str] = set()  # public values (public keys: an OpenSSH private key holds its public key)
+        # a config file left by a killed run holds the salt of another passphrase
+        self.config.unlink(missing_ok=True)
         self.write_config(keys)
 
     def write_config(self, keys: dict) -> None:
