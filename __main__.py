@@ -8,7 +8,7 @@ from components import config
 from components.cluster import build, tune_gc
 
 tune_gc()  # a third faster on large stacks (see its docstring)
-cfg = config.from_pulumi()  # raises ConfigError listing every problem before any resource exists
+cfg = config.from_pulumi()  # a bad stack: pulumi.RunError listing every problem, before any resource exists
 cluster = build(cfg)
 
 pulumi.export("apiEndpoint", cluster.control_plane.endpoint)

@@ -37,7 +37,9 @@ def stack(n: int) -> dict:
         hosts.append({"name": f"lb{i}", "address": addr(3 + i), "roles": ["loadbalancer"]})
     for i in range(n - 5):
         hosts.append({"name": f"w{i}", "address": addr(5 + i), "roles": ["worker"]})
-    return {"ssh": {"agent": True}, "hosts": hosts, "api": {"vip": "198.19.255.250"}}
+    # a /12 pod range: room for 4096 node subnets of /24 (the default /16 holds 256)
+    return {"ssh": {"agent": True}, "hosts": hosts, "api": {"vip": "198.19.255.250"},
+            "network": {"podCidr": "10.240.0.0/12"}}
 
 
 def child(n: int) -> None:
