@@ -25,17 +25,19 @@ from .remote import Step
 
 class Addons(pulumi.ComponentResource):
     def __init__(self, name: str, cfg: ClusterConfig, pki: Pki, provider: pulumi.ProviderResource,
-                 after: Sequence[pulumi.Resource], opts: Optional[pulumi.ResourceOptions] = None):
+                 after: Sequence[pulumi.Resource], network: pulumi.Input[str] = "none",
+                 opts: Optional[pulumi.ResourceOptions] = None):
+        """`network`: the pod network's name and generation (Cni.network), or "none"."""
         self.dashboard_token: Optional[pulumi.Output[str]] = None
         self.dashboard_url: Optional[str] = None
         self.smoke_test: Optional[pulumi.Output[str]] = None
         super().__init__("khw:index:Addons", name, None, opts)
         a = cfg.addons
         child = pulumi.ResourceOptions(parent=self, provider=provider, depends_on=list(after))
-        # the add-ons' pods carry the pod network's name: switching network.cni rolls them onto
-        # the new network (pods keep the network they were started with). With no network
+        # the add-ons' pods carry the pod network's generation: switching network.cni rolls them
+        # onto the new network (pods keep the network they were started with). With no network
         # (`none`, yours to install) they are applied but not awaited: they start with it.
-        self._apply = functools.partial(manifests.apply, pod_annotations={"kube-hardway.io/network": cfg.network.cni},
+        self._apply = functools.partial(manifests.apply, pod_annotations={"kube-hardway.io/network": network},
                                   wait=cfg.network.cni != "none")
         self.objects: dict[str, pulumi.CustomResource] = {}
         if a.coredns.enabled:

@@ -59,8 +59,10 @@ def build(cfg: ClusterConfig) -> Cluster:
     workers = {h.name: WorkerNode(h.name, cfg, h, pki, hosts[h.name], cp) for h in cfg.workers}
     # the pod network once every node registered; add-ons once the network is up
     registered = nodes_registered(cfg, cp, list(workers.values()))
-    cni = Cni("cni", cfg, cp.provider, after=[registered]) if cfg.network.cni != "none" else None
-    addons = Addons("addons", cfg, pki, cp.provider, after=[cni.ready] if cni else [registered])
+    cni = (Cni("cni", cfg, cp.provider, after=[registered], nodes=[(w.containerd.host, w.containerd) for w in workers.values()])
+           if cfg.network.cni != "none" else None)
+    addons = Addons("addons", cfg, pki, cp.provider, after=[cni.ready] if cni else [registered],
+                    network=cni.network if cni else "none")
     cluster = Cluster(cfg=cfg, pki=pki, hosts=hosts, etcd=etcd, control_plane=cp, workers=workers, cni=cni,
                       addons=addons)
     by_host = host_steps(cluster)

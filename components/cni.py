@@ -7,15 +7,23 @@ and kube-proxy runs. One key chooses it; switching it in a stack is a previewabl
   over the pod CIDR, node address per `autodetectionMethod`; Kubernetes datastore (CRDs).
 - canal (seed 002): flannel's VXLAN for connectivity, calico's felix for NetworkPolicy.
 The DaemonSet is awaited: `pulumi up` fails with its status if a node's network does not come up.
+
+Each node also gets a step `cni-<name>` (scripts/cni.sh): the kernel check for the CNI's tunnel,
+and, as its teardown, the removal of what the CNI leaves on the host. The DaemonSet depends on
+these steps, so on a switch of `network.cni` Pulumi deletes them last: after the old DaemonSet
+and every object whose pods were on the old network (they all come after the DaemonSet). Removing
+a CNI's config earlier leaves pods that containerd can no longer tear down.
 """
 from __future__ import annotations
 
 from typing import Optional, Sequence
 
 import pulumi
+import pulumi_random as random
 
 from . import manifests
-from .config import ClusterConfig
+from .config import ClusterConfig, Host
+from .remote import Step, script
 
 DAEMONSETS = {"flannel": "daemonset:kube-flannel/kube-flannel-ds", "calico": "daemonset:kube-system/calico-node",
               "canal": "daemonset:kube-system/canal"}
@@ -23,17 +31,36 @@ DAEMONSETS = {"flannel": "daemonset:kube-flannel/kube-flannel-ds", "calico": "da
 
 class Cni(pulumi.ComponentResource):
     def __init__(self, name: str, cfg: ClusterConfig, provider: pulumi.ProviderResource,
-                 after: Sequence[pulumi.Resource], opts: Optional[pulumi.ResourceOptions] = None):
+                 after: Sequence[pulumi.Resource], nodes: Sequence[tuple[Host, pulumi.Resource]],
+                 opts: Optional[pulumi.ResourceOptions] = None):
+        """`nodes`: each host that runs a kubelet, with the step its CNI step comes after (containerd)."""
         super().__init__("khw:index:Cni", name, None, opts)
         cni, f, c = cfg.network.cni, cfg.addons.flannel, cfg.addons.calico
+        tunnel = "vxlan" if cni in ("flannel", "canal") else ("ipip" if c.ipip_mode != "Never" else "none")
+        self.host_steps = [
+            Step(f"{h.name}-cni-{cni}", h, step=f"cni-{cni}", script_name="cni.sh", teardown=script("cni-remove.sh"),
+                 env={"KHW_CNI": cni, "KHW_TUNNEL": tunnel},
+                 opts=pulumi.ResourceOptions(parent=self, depends_on=[before]))
+            for h, before in nodes]
+        # this network's generation: new each time this CNI is installed, flannel -> none -> flannel
+        # included. The add-ons' pods carry it (`network`), so every switch rolls them: a pod left
+        # from before a switch away and back would otherwise stay on a bridge that is gone (its
+        # ReplicaSet is the same one again, so nothing would replace it).
+        self.generation = random.RandomId(f"network-{cni}", byte_length=4, opts=pulumi.ResourceOptions(parent=self))
+        self.network: pulumi.Output[str] = pulumi.Output.concat(cni, "-", self.generation.hex)
         child = pulumi.ResourceOptions(parent=self, provider=provider, depends_on=list(after))
+        # only the DaemonSet depends on the host steps: one edge per node, not one per object
+        after_hosts = pulumi.ResourceOptions(depends_on=list(self.host_steps))
         timeout = cfg.addons.await_timeout_s
         self.objects: dict[str, pulumi.CustomResource] = {}
         if cni == "flannel":
-            self.objects.update(manifests.apply(manifests.render(
+            objs = manifests.render(
                 "flannel", pod_cidr=cfg.network.pod_cidr, vxlan_vni=f.vxlan_vni, vxlan_port=f.vxlan_port,
                 flannel_image=cfg.image(f.image), plugin_image=cfg.image(f.plugin_image),
-                iface_arg=f", --iface={f.iface}" if f.iface else ""), child, timeout_s=timeout))
+                iface_arg=f", --iface={f.iface}" if f.iface else "")
+            self.objects.update(manifests.apply([o for o in objs if o["kind"] != "DaemonSet"], child))
+            self.objects.update(manifests.apply([o for o in objs if o["kind"] == "DaemonSet"],
+                                                pulumi.ResourceOptions.merge(child, after_hosts), timeout_s=timeout))
         else:
             # CRDs first (the provider waits until they are established), then everything that uses them
             crds = manifests.apply(manifests.render("calico-crds"), child)
@@ -57,6 +84,7 @@ class Cni(pulumi.ComponentResource):
             rbac = [v for k, v in self.objects.items() if k.startswith(("clusterrole", "serviceaccount", "configmap"))]
             self.objects.update(manifests.apply(
                 [o for o in objs if o["kind"] == "DaemonSet"],
-                pulumi.ResourceOptions.merge(after_crds, pulumi.ResourceOptions(depends_on=rbac)), timeout_s=timeout))
+                pulumi.ResourceOptions.merge(pulumi.ResourceOptions.merge(after_crds, after_hosts),
+                                             pulumi.ResourceOptions(depends_on=rbac)), timeout_s=timeout))
         self.ready = self.objects[DAEMONSETS[cni]]
         self.register_outputs({"plugin": cni})

@@ -65,7 +65,7 @@ class WorkerNode(pulumi.ComponentResource):
                 RemoteFile(f"{UNIT}/containerd.service", render("containerd.service")),
                 *registry_files(cfg),
             ],
-            env={"KHW_REGISTRY_HOSTS": cfg.images.registry_host or "", "KHW_CNI": cfg.network.cni},
+            env={"KHW_REGISTRY_HOSTS": cfg.images.registry_host or ""},
             watch=[RemoteFile("/usr/local/bin/containerd", v.containerd), RemoteFile("/usr/local/sbin/runc", v.runc)],
             script_name="containerd.sh", teardown=script("containerd-remove.sh"), units=["containerd.service"],
             opts=pulumi.ResourceOptions(parent=self, depends_on=[host.binaries]))

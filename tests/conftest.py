@@ -57,6 +57,8 @@ class Mocks(pulumi.runtime.Mocks):
             out["cert_pem"] = f"-----BEGIN CERTIFICATE-----\nCERT({name})\n-----END CERTIFICATE-----\n"
         elif t in ("random:index/randomString:RandomString", "random:index/randomPassword:RandomPassword"):
             out["result"] = ("k" * 40)[: int(i.get("length", 8))]
+        elif t == "random:index/randomId:RandomId":
+            out["hex"] = f"{abs(hash(name)) % 0xffffffff:08x}"
         elif t == "command:remote:Command":
             out["stdout"], out["stderr"] = "", ""
         return f"{name}-id", out

@@ -1,5 +1,6 @@
 """Add-ons through pulumi-kubernetes: rendered objects, images, ordering (issue: add-ons)."""
 import json
+import re
 import os
 
 import pytest
@@ -212,22 +213,45 @@ def test_canal_flannel_overlay_with_calico_policy():
     assert g.cluster.cni.ready is not None
 
 
-def test_switching_the_cni_cleans_the_old_one_and_rolls_the_addons():
-    """A new network.cni: the old CNI's objects go and the new one's come; on the hosts only the
-    containerd step changes (it removes the old CNI's config and devices, and restarts nothing:
-    its config file is the same); the add-ons' pods are rolled onto the new network."""
-    from conftest import step_files
-    base, other = evaluate(dev_config()), evaluate(dict(dev_config(), network=dict(dev_config()["network"], cni="calico")))
+def test_switching_the_cni_cleans_the_old_one_last_and_rolls_the_addons():
+    """A new network.cni: the old CNI's objects go and the new one's come. On the hosts only the
+    per-node CNI steps change: `cni-flannel` goes, `cni-calico` comes; no other step runs again.
+    The old CNI's host step (whose teardown removes its config and devices) is what its DaemonSet,
+    and so every add-on and the smoke test, depend on: Pulumi deletes it after them, when no pod
+    of the old network is left for containerd to tear down. The add-ons' pods are rolled."""
+    base = evaluate(dev_config())
+    other = evaluate(dict(dev_config(), network=dict(dev_config()["network"], cni="calico")))
     a, b = ({r.name: r.inputs["create"] for r in g.steps} for g in (base, other))
-    assert sorted(n for n in a if a[n] != b[n]) == sorted(f"{h}-containerd" for h in ("master01", "master02", "node01", "node02"))
-    assert step_files(base.get("node01-containerd")) == step_files(other.get("node01-containerd"))
-    assert "KHW_CNI=calico" in other.get("node01-containerd").inputs["stdin"]
+    nodes = ("master01", "master02", "node01", "node02")  # every host with a kubelet
+    assert sorted(set(a) - set(b)) == sorted(f"{h}-cni-flannel" for h in nodes)
+    assert sorted(set(b) - set(a)) == sorted(f"{h}-cni-calico" for h in nodes)
+    assert [n for n in set(a) & set(b) if a[n] != b[n]] == []
+    assert "KHW_TUNNEL=ipip" in b["node01-cni-calico"] and "KHW_TUNNEL=vxlan" in a["node01-cni-flannel"]
+    assert "cni-remove" not in a["node01-cni-flannel"]  # the teardown is the delete command
+    assert "/etc/cni/net.d/10-flannel.conflist" in base.get("node01-cni-flannel").inputs["delete"]
+    for h in nodes:
+        assert base.depends_on("daemonset-kube-flannel-kube-flannel-ds", f"{h}-cni-flannel")
+        assert base.depends_on(f"{h}-cni-flannel", f"{h}-containerd")
+        assert other.depends_on("daemonset-kube-system-calico-node", f"{h}-cni-calico")
+    for dependent in ("deployment-kube-system-coredns", "deployment-kubernetes-dashboard-kubernetes-dashboard"):
+        assert base.depends_on(dependent, "node01-cni-flannel")
     names = lambda g: {r.name for r in g.records if r.type.startswith("kubernetes:")}  # noqa: E731
     assert "daemonset-kube-flannel-kube-flannel-ds" in names(base) - names(other)
     assert "daemonset-kube-system-calico-node" in names(other) - names(base)
     for g, cni in ((base, "flannel"), (other, "calico")):
         dns = g.get("deployment-kube-system-coredns").inputs["spec"]["template"]["metadata"]["annotations"]
-        assert dns["kube-hardway.io/network"] == cni
+        # the CNI and its generation (a RandomId made when the CNI is installed)
+        assert re.fullmatch(rf"{cni}-[0-9a-f]{{8}}", dns["kube-hardway.io/network"])
+        assert g.depends_on("deployment-kube-system-coredns", f"network-{cni}")
+    # only the DaemonSet waits on the host steps (one edge per node, not per object)
+    cm = base.get("configmap-kube-flannel-kube-flannel-cfg")
+    assert not any(base.by_urn[u].name.endswith("-cni-flannel") for u in cm.deps if u in base.by_urn)
+
+
+def test_calico_without_ipip_needs_no_tunnel_module():
+    g = evaluate(dict(dev_config(), network=dict(dev_config()["network"], cni="calico"),
+                      addons={"calico": {"ipipMode": "Never"}}))
+    assert "KHW_TUNNEL=none" in g.get("node01-cni-calico").inputs["create"]
 
 
 def test_with_no_pod_network_the_addons_are_applied_but_not_awaited():
@@ -235,6 +259,10 @@ def test_with_no_pod_network_the_addons_are_applied_but_not_awaited():
     dns = g.get("deployment-kube-system-coredns").inputs["metadata"]
     assert dns["annotations"]["pulumi.com/skipAwait"] == "true"
     assert "cp1-smoke-test" not in {r.name for r in g.steps}
+    assert not [r.name for r in g.steps if "-cni-" in r.name]  # nothing of a CNI on the hosts
+    assert not g.of_type("random:index/randomId:RandomId")  # no network generation either
+    assert g.get("deployment-kube-system-coredns").inputs["spec"]["template"]["metadata"]["annotations"] == {
+        "kube-hardway.io/network": "none"}
 
 
 def test_bad_calico_settings():

@@ -33,20 +33,20 @@ def test_single_cp_components(single):
 
 def test_single_cp_steps_per_host(single):
     assert steps_by_host(single) == {
-        "cp1": ["api-ready", "binaries", "containerd", "etcd", "etcd-health", "kube-apiserver",
+        "cp1": ["api-ready", "binaries", "cni-flannel", "containerd", "etcd", "etcd-health", "kube-apiserver",
                 "kube-controller-manager", "kube-proxy", "kube-scheduler", "kubelet", "nodes-registered", "prep"],
-        "w1": ["binaries", "containerd", "etcd", "kube-proxy", "kubelet", "prep"],
-        "w2": ["binaries", "containerd", "etcd", "kube-proxy", "kubelet", "prep"],
+        "w1": ["binaries", "cni-flannel", "containerd", "etcd", "kube-proxy", "kubelet", "prep"],
+        "w2": ["binaries", "cni-flannel", "containerd", "etcd", "kube-proxy", "kubelet", "prep"],
     }
 
 
 def test_ha_steps_per_host(ha):
     s = steps_by_host(ha)
-    cp = ["binaries", "containerd", "kube-apiserver", "kube-controller-manager", "kube-proxy", "kube-scheduler",
+    cp = ["binaries", "cni-flannel", "containerd", "kube-apiserver", "kube-controller-manager", "kube-proxy", "kube-scheduler",
           "kubelet", "prep"]
     assert s["master01"] == sorted(cp + ["etcd", "etcd-health", "api-ready", "nodes-registered"])
     assert s["master02"] == sorted(cp)
-    assert s["node01"] == s["node02"] == ["binaries", "containerd", "etcd", "kube-proxy", "kubelet", "prep"]
+    assert s["node01"] == s["node02"] == ["binaries", "cni-flannel", "containerd", "etcd", "kube-proxy", "kubelet", "prep"]
     assert s["lb01"] == s["lb02"] == ["api-lb", "binaries", "lb-packages", "prep"]
     assert Counter(r.type for r in ha.records)["khw:index:ApiLoadBalancer"] == 1
 
