@@ -107,11 +107,30 @@ class Engine:
         self.config.write_text(stack_file(keys, self.config))
 
     def run(self, verb: str, *args: str, check: bool = True, timeout: int = 900) -> subprocess.CompletedProcess:
-        r = subprocess.run([str(ROOT / "run"), verb, self.stack, *args], cwd=ROOT, env=self.env,
-                           capture_output=True, text=True, timeout=timeout)
+        # its own session: on a timeout the whole tree (./run, the CLI, its plugins) is stopped,
+        # not only ./run, so that no CLI keeps the stack locked for the tests after this one
+        p = subprocess.Popen([str(ROOT / "run"), verb, self.stack, *args], cwd=ROOT, env=self.env, text=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+        try:
+            out, err = p.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            for pid in [*descendants(p.pid), p.pid]:
+                try:
+                    os.kill(pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+            out, err = p.communicate()
+            self.printed.append(out + err)
+            raise AssertionError(f"./run {verb} {self.stack} {' '.join(args)} still ran after {timeout} s: stopped\n"
+                                 f"{out[-6000:]}\n{err[-3000:]}") from None
+        r = subprocess.CompletedProcess(p.args, p.returncode, out, err)
         self.printed.append(r.stdout + r.stderr)
         if check and r.returncode != 0:
-            raise AssertionError(f"./run {verb} {self.stack} {' '.join(args)} failed ({r.returncode}):\n"
+            # the first line is what CI's summary shows: the run's own error lines, in brief
+            errors = [ln.strip() for ln in (r.stdout + r.stderr).splitlines()
+                      if re.search(r"\berror\b|ERROR", ln) and "error occurred" not in ln]
+            brief = " | ".join(dict.fromkeys(errors[-4:]))[:600]
+            raise AssertionError(f"./run {verb} {self.stack} {' '.join(args)} failed ({r.returncode}): {brief}\n"
                                  f"{r.stdout[-6000:]}\n{r.stderr[-3000:]}")
         return r
 

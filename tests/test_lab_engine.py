@@ -24,9 +24,10 @@ COMMAND = "command:remote:Command"
 NODES = ["lab1", "lab2", "lab3"]  # the control planes are (tainted) workers too
 SINGLE_STEPS = {
     "lab1": ["prep", "binaries", "etcd", "etcd-health", "kube-apiserver", "kube-controller-manager",
-             "kube-scheduler", "api-ready", "containerd", "kubelet", "kube-proxy", "nodes-registered", "smoke-test"],
-    "lab2": ["prep", "binaries", "etcd", "containerd", "kubelet", "kube-proxy"],
-    "lab3": ["prep", "binaries", "etcd", "containerd", "kubelet", "kube-proxy"],
+             "kube-scheduler", "api-ready", "containerd", "kubelet", "kube-proxy", "nodes-registered", "smoke-test",
+             "cni-flannel"],
+    "lab2": ["prep", "binaries", "etcd", "containerd", "kubelet", "kube-proxy", "cni-flannel"],
+    "lab3": ["prep", "binaries", "etcd", "containerd", "kubelet", "kube-proxy", "cni-flannel"],
 }
 ETCDCTL = ("ETCDCTL_API=3 /opt/etcd/bin/etcdctl --endpoints=https://{ip}:2379 --cacert=/opt/etcd/ssl/ca.pem "
            "--command-timeout=5s")
@@ -90,12 +91,19 @@ def check_workloads(e: Engine, nodes: list[str]) -> None:
     assert {n["metadata"]["name"]: [c["status"] for c in n["status"]["conditions"] if c["type"] == "Ready"][0]
             for n in ready} == {n: "True" for n in nodes}
 
+    def events(pod: dict) -> str:
+        got = e.kubectl("-n", pod["metadata"]["namespace"], "get", "events", "--field-selector",
+                        f"involvedObject.name={pod['metadata']['name']}", "-o",
+                        "jsonpath={range .items[*]}{.reason}: {.message}{'\\n'}{end}", check=False)
+        return " | ".join(got.strip().splitlines()[-3:])[:500]
+
     def system_pods_running():
         pods = json.loads(e.kubectl("get", "pods", "-A", "-o", "json"))["items"]
-        bad = [f"{p['metadata']['namespace']}/{p['metadata']['name']}: {p['status']['phase']}" for p in pods
-               if p["status"]["phase"] != "Running"
+        bad = [p for p in pods if p["status"]["phase"] != "Running"
                or not all(c["ready"] for c in p["status"].get("containerStatuses", []))]
-        assert not bad, bad
+        # what CI shows on a failure: each such pod, its node and its last events
+        assert not bad, [f"{p['metadata']['namespace']}/{p['metadata']['name']} on {p['spec'].get('nodeName')}: "
+                         f"{p['status']['phase']}; " + events(p) for p in bad]
         return {p["metadata"]["namespace"] for p in pods}
     namespaces = wait_for("the system pods", system_pods_running)
     assert {"kube-system", "kube-flannel", "kube-hardway-smoke"} <= namespaces
