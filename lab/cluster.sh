@@ -5,7 +5,8 @@
 #   lab/cluster.sh check            refuse, before anything is touched, where the lab cannot work
 #   lab/cluster.sh prepare          the machines, the artifact mirror, the images and the registry
 #                                   (each built or taken from the cache, each phase timed)
-#   lab/cluster.sh summary STACK    after `pulumi up`: kubeconfig, nodes, dashboard
+#   lab/cluster.sh up STACK [ARGS]  `pulumi up` of the stack (timed), then what to do with it:
+#                                   kubeconfig, nodes, dashboard
 #   lab/cluster.sh teardown         the registry, the mirror and the machines gone
 #
 # Cold (nothing cached), the Kubernetes build and the images take most of the time; see
@@ -26,7 +27,6 @@ cached_images() { [ "$(find "$LAB_CACHE/images" -name '*.oci.tar' 2>/dev/null | 
 check() {
   local avail_kb free_gb need_gb go_minor
   [ "$(id -u)" = 0 ] || refuse "it needs root (it makes systemd-nspawn machines and a bridge); run it as root"
-  [ -d /run/systemd/system ] || refuse "systemd is not running on this machine (the lab machines are systemd-nspawn containers)"
   if ! command -v systemd-nspawn >/dev/null; then
     apt-cache show systemd-container >/dev/null 2>&1 \
       || refuse "systemd-nspawn is missing and the package systemd-container cannot be installed (apt)"
@@ -63,11 +63,18 @@ prepare() {
   local k8s_note="cached" img_note="cached"
   cached_k8s || k8s_note="not cached: built from source, about 6 min"
   cached_images || img_note="not cached: built from source, about 10 min"
-  phase 1/5 "Kubernetes v$K8S binaries ($k8s_note)" lab/build-kubernetes.sh "$K8S"
-  phase 2/5 "container images ($img_note)" lab/images/build.sh
-  phase 3/5 "lab machines lab1-lab3 (the template is cached after the first run, about 80 s)" lab/lab.sh up 3
-  phase 4/5 "artifact mirror on http://10.77.0.1:8080/" sh -c 'lab/mirror.sh build && lab/mirror.sh serve'
-  phase 5/5 "image registry on http://10.77.0.1:5000/" sh -c 'lab/registry.sh serve && lab/registry.sh push'
+  phase 1/6 "Kubernetes v$K8S binaries ($k8s_note)" lab/build-kubernetes.sh "$K8S"
+  phase 2/6 "container images ($img_note)" lab/images/build.sh
+  phase 3/6 "lab machines lab1-lab3 (the template is cached after the first run, about 80 s)" lab/lab.sh up 3
+  phase 4/6 "artifact mirror on http://10.77.0.1:8080/" sh -c 'lab/mirror.sh build && lab/mirror.sh serve'
+  phase 5/6 "image registry on http://10.77.0.1:5000/" sh -c 'lab/registry.sh serve && lab/registry.sh push'
+}
+
+up() {
+  local stack=$1; shift
+  phase 6/6 "pulumi up of stack $stack: the cluster, its pod network and add-ons (about 80 s)" \
+    pulumi up --stack "$stack" "$@"
+  summary "$stack"
 }
 
 summary() {
@@ -78,6 +85,7 @@ summary() {
   echo
   log "the lab cluster is up. Where the time went:"
   [ -f "$TIMES" ] && awk -F'\t' '{printf "    %5d s  %s\n", $2, $1}' "$TIMES"
+  if [ -n "${KHW_T0:-}" ]; then printf '    %5d s  in all, with the Python packages and the engine\n' "$(($(date +%s) - KHW_T0))"; fi
   echo
   echo "kubeconfig: $cfg"
   echo "    export KUBECONFIG=$cfg PATH=$(dirname "$KUBECTL"):\$PATH"
@@ -101,6 +109,7 @@ teardown() {
 case ${1:-} in
   check) check ;;
   prepare) prepare ;;
+  up) shift; up "$@" ;;
   summary) summary "$2" ;;
   teardown) teardown ;;
   *) sed -n '2,12p' "$0"; exit 2 ;;
