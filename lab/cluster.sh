@@ -62,7 +62,7 @@ prepare() {
   : > "$TIMES"
   local k8s_note="cached" img_note="cached"
   cached_k8s || k8s_note="not cached: built from source, about 6 min"
-  cached_images || img_note="not cached: built from source, about 10 min"
+  cached_images || img_note="not cached: built from source, about 6 min"
   phase 1/6 "Kubernetes v$K8S binaries ($k8s_note)" lab/build-kubernetes.sh "$K8S"
   phase 2/6 "container images ($img_note)" lab/images/build.sh
   phase 3/6 "lab machines lab1-lab3 (the template is cached after the first run, about 80 s)" lab/lab.sh up 3
