@@ -5,9 +5,10 @@ Thin on purpose: read and validate the stack config, build the components, expor
 import pulumi
 
 from components import config
-from components.cluster import build, tune_gc
+from components import runtime
+from components.cluster import build
 
-tune_gc()  # a third faster on large stacks (see its docstring)
+runtime.tune()  # a large stack's preview several times faster (see components/runtime.py)
 cfg = config.from_pulumi()  # a bad stack: pulumi.RunError listing every problem, before any resource exists
 cluster = build(cfg)
 

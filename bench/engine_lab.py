@@ -90,7 +90,11 @@ def bench(name: str, ha: bool) -> list[str]:
             p[0], p[1] = min(p[0], a), max(p[1], b)
         timeline = [f"| {k} | {a:.1f} | {b:.1f} |" for k, (a, b) in sorted(phases.items(), key=lambda kv: kv[1][0])]
         wall, dur, _ = timed(e, "up", "--yes", "--skip-preview")
-        rows.append(f"| {name} | no-op `up` | {wall:.1f} | {dur} |")
+        rows.append(f"| {name} | no-op `up --skip-preview` | {wall:.1f} | {dur} |")
+        wall, dur, _ = timed(e, "up", "--yes")
+        rows.append(f"| {name} | no-op `up` (its preview, then the update) | {wall:.1f} | {dur} |")
+        wall, dur, _ = timed(e, "preview")
+        rows.append(f"| {name} | no-op `preview` | {wall:.1f} | {dur} |")
         wall, dur, _ = timed(e, "preview", "--refresh")
         rows.append(f"| {name} | `preview --refresh` | {wall:.1f} | {dur} |")
         wall, dur, _ = timed(e, "destroy", "--yes", "--skip-preview")

@@ -50,7 +50,8 @@ def child(n: int) -> None:
 
     import conftest  # the same mocks the unit tests use
     from components import config
-    from components.cluster import build, tune_gc
+    from components.cluster import build
+    from components.runtime import tune_gc
 
     counts = {"resources": 0, "steps": 0, "bytes": 0}
     per_host: dict[str, int] = {}

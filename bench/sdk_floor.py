@@ -38,7 +38,8 @@ def record(n: int, out: str) -> None:
     import conftest
     import eval_scale
     from components import config
-    from components.cluster import build, tune_gc
+    from components.cluster import build
+    from components.runtime import tune_gc
 
     regs = []
 
@@ -78,7 +79,7 @@ def replay(path: str, wired: bool) -> None:
     from pulumi.runtime import mocks as pmocks
 
     import conftest
-    from components.cluster import tune_gc
+    from components.runtime import tune_gc
 
     with open(path, "rb") as f:
         regs = pickle.load(f)

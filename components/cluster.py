@@ -2,7 +2,6 @@
 (+ API load balancer) -> workers. `__main__.py` calls `build` and exports what it returns."""
 from __future__ import annotations
 
-import gc
 from dataclasses import dataclass
 from typing import Optional
 
@@ -32,19 +31,6 @@ class Cluster:
     cni: Optional[Cni]
     addons: Addons
     states: dict = None  # host name -> HostState (drift tracking)
-
-
-def tune_gc() -> None:
-    """Make Python's cycle collector scan the long-lived heap far less often.
-
-    Evaluating a stack keeps every resource's Outputs and futures alive until the program
-    ends: hundreds of thousands of objects on a large stack. The default thresholds re-scan
-    all of them in the middle and full collections, which took 40% of a 1000-host evaluation
-    (bench/eval_scale.py: 50 s -> 32 s). Young collections stay as they are: the garbage
-    (asyncio's short-lived tasks and callbacks) dies young, and peak memory does not grow.
-    """
-    young, _, _ = gc.get_threshold()
-    gc.set_threshold(young, 1000, 1000)
 
 
 def build(cfg: ClusterConfig) -> Cluster:

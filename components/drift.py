@@ -18,13 +18,15 @@ import socket
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional
 
-import paramiko
 import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, ResourceProvider, UpdateResult
 from pulumi.output import Unknown
 from pulumi.runtime.rpc import UNKNOWN
+
+if TYPE_CHECKING:
+    import paramiko
 
 READ_SCRIPT = (Path(__file__).resolve().parent.parent / "scripts" / "drift-read.sh").read_text()
 CONNECT_TIMEOUT_S = 10
@@ -137,6 +139,7 @@ class SshTarget:
 
 
 def _pkey(text: Optional[str]) -> Optional[paramiko.PKey]:
+    import paramiko  # here, not at the top: only the drift reads need it, and it takes 70 ms to import
     if not text:
         return None
     for cls in (paramiko.Ed25519Key, paramiko.ECDSAKey, paramiko.RSAKey):
@@ -148,6 +151,7 @@ def _pkey(text: Optional[str]) -> Optional[paramiko.PKey]:
 
 
 def _client(host_key: Optional[str], host: str, port: int) -> paramiko.SSHClient:
+    import paramiko
     c = paramiko.SSHClient()
     if host_key:  # pinned: anything else is refused
         kind, data = host_key.split()[:2]
@@ -163,6 +167,7 @@ def run(target: SshTarget, script: str, stdin: str = "", timeout: int = COMMAND_
         as_is: bool = False) -> str:
     """Run `script` with bash on the target (one session); returns stdout; raises with stderr.
     `as_is`: run the text as the login shell gets it, as pulumi-command runs a step's command."""
+    import paramiko
     where = f"host {target.name} ({target.host}:{target.port})"
     sock = None
     jump = None
