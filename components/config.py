@@ -25,6 +25,9 @@ TAINT_EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
 
 _DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _VERSION = re.compile(r"^v?(\d+)\.(\d+)\.(\d+)(-[0-9A-Za-z.-]+)?$")
+# a systemd calendar event (OnCalendar=): the shorthands, or dates/times/weekdays of these characters
+_ON_CALENDAR = re.compile(r"^(minutely|hourly|daily|weekly|monthly|yearly|quarterly|semiannually|"
+                          r"[A-Za-z0-9*:,./~ -]{1,100})$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _LABEL_KEY = re.compile(r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
 _LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
@@ -120,6 +123,14 @@ class Api:
 class Downloads:
     mirror: Optional[str]  # base URL that mirrors the upstream paths; None = official URLs
     checksums: Mapping[str, str]  # artifact path -> sha256 (pinned)
+
+
+@dataclass(frozen=True)
+class EtcdBackup:
+    """Scheduled snapshots on every etcd member (a systemd timer); off when schedule is None."""
+    schedule: Optional[str]  # systemd OnCalendar, e.g. "daily", "*-*-* 02:30:00"
+    keep: int  # newest snapshots kept per member
+    dir: str
 
 
 @dataclass(frozen=True)
@@ -233,6 +244,7 @@ class ClusterConfig:
     bootstrap_token_ttl_hours: int  # 0 = no expiry
     cert_validity_hours: int
     addons: Addons
+    etcd_backup: EtcdBackup = EtcdBackup(schedule=None, keep=7, dir="/var/backups/etcd")
     # legal but almost surely wrong: `pulumi preview` shows them (from_pulumi), nothing fails
     warnings: tuple[str, ...] = ()
 
@@ -852,7 +864,7 @@ def load(raw: Mapping[str, Any]) -> ClusterConfig:
     """Validate the raw stack config (as a dict of top-level keys) and build the model."""
     r = _Reader()
     known_top = {"clusterName", "hosts", "ssh", "versions", "network", "api", "downloads", "hostPrep",
-                 "images", "bootstrapTokenTtlHours", "certValidityHours", "addons"}
+                 "images", "bootstrapTokenTtlHours", "certValidityHours", "addons", "etcdBackup"}
     r.unknown_keys(raw, known_top, "config")
 
     cluster_name = r.string(raw, "clusterName", "", "kubernetes") or "kubernetes"
@@ -1101,6 +1113,22 @@ def load(raw: Mapping[str, Any]) -> ClusterConfig:
     images = Images(registry_mirror=mirror, registry_scheme=scheme, registry_ca=registry_ca,
                     pause=_image(r, iraw, "pause", "images", "registry.k8s.io/pause:3.10"))
 
+    braw = r.mapping(raw.get("etcdBackup"), "etcdBackup")
+    r.unknown_keys(braw, {"schedule", "keep", "dir"}, "etcdBackup")
+    schedule = r.string(braw, "schedule", "etcdBackup")
+    if schedule is not None and not _ON_CALENDAR.match(schedule):
+        r.fail("etcdBackup.schedule", f"{schedule!r} is not a systemd calendar event (OnCalendar=): e.g. daily, "
+                                      "hourly, '*-*-* 02:30:00', 'Mon..Fri 03:00'")
+    backup_dir = r.string(braw, "dir", "etcdBackup", "/var/backups/etcd") or "/var/backups/etcd"
+    if not re.match(r"^/[A-Za-z0-9._/-]+$", backup_dir) or "/.." in backup_dir or backup_dir.rstrip("/") in (
+            "", "/etc", "/usr", "/var", "/var/lib", "/var/lib/etcd", "/opt/etcd", "/tmp"):
+        r.fail("etcdBackup.dir", f"{backup_dir!r} must be a dedicated absolute directory (letters, digits, ._-/), "
+                                 "not a system directory or etcd's data directory")
+    if (schedule is None) and ("keep" in braw or "dir" in braw):
+        r.warn("etcdBackup", "keep and dir are set but schedule is not: no scheduled snapshots are taken")
+    etcd_backup = EtcdBackup(schedule=schedule, keep=r.integer(braw, "keep", "etcdBackup", 7, 1, 1000),
+                             dir=backup_dir.rstrip("/"))
+
     ttl = r.integer(raw, "bootstrapTokenTtlHours", "", 0, 0, 24 * 365)
     validity = r.integer(raw, "certValidityHours", "", 24 * 365 * 5, 24, 24 * 365 * 20)
     addons = _parse_addons(r, r.mapping(raw.get("addons"), "addons"), dns)
@@ -1119,7 +1147,7 @@ def load(raw: Mapping[str, Any]) -> ClusterConfig:
     return ClusterConfig(cluster_name=cluster_name, hosts=tuple(hosts), versions=versions, network=network,
                          api=api, downloads=downloads, host_prep=host_prep, images=images,
                          bootstrap_token_ttl_hours=ttl, cert_validity_hours=validity, addons=addons,
-                         warnings=tuple(r.warnings))
+                         etcd_backup=etcd_backup, warnings=tuple(r.warnings))
 
 
 def _url_problem(url: str) -> Optional[str]:

@@ -4,7 +4,8 @@ Per member one `etcd` step (certs, config, unit, the snapshot helper), one membe
 other: a new member starts without waiting for quorum, so a fresh cluster forms in seconds, and a
 restarted member waits until it serves again, so a change that touches every member (a renewed
 certificate) restarts them one at a time and quorum holds. Then one `etcd-health` step waits
-until every member answers healthy over TLS.
+until every member answers healthy over TLS. With `etcdBackup.schedule`, per member an
+`etcd-backup` step: a systemd timer taking snapshots, the newest `etcdBackup.keep` kept.
 """
 from __future__ import annotations
 
@@ -46,6 +47,23 @@ class EtcdCluster(pulumi.ComponentResource):
                 watch=[RemoteFile("/opt/etcd/bin/etcd", cfg.versions.etcd)],
                 opts=pulumi.ResourceOptions(parent=self, depends_on=[hosts[h.name].binaries, *previous]))
             previous = [self.members[h.name]]  # rolling: one member at a time
+
+        # scheduled snapshots (etcdBackup): a step of its own, so that changing the schedule
+        # never restarts etcd
+        self.backups: dict[str, Step] = {}
+        b = cfg.etcd_backup
+        if b.schedule is not None:
+            for h in members:
+                self.backups[h.name] = Step(
+                    f"{h.name}-etcd-backup", h, step="etcd-backup", script_name="etcd-backup.sh",
+                    files=[RemoteFile("/etc/systemd/system/etcd-snapshot.service",
+                                      render("etcd-snapshot.service", dir=b.dir, keep=b.keep)),
+                           RemoteFile("/etc/systemd/system/etcd-snapshot.timer",
+                                      render("etcd-snapshot.timer", schedule=b.schedule)),
+                           RemoteFile("/opt/etcd/bin/etcd-snapshot-scheduled",
+                                      script("etcd-snapshot-scheduled.sh"), "0755")],
+                    units=["etcd-snapshot.timer", "etcd-snapshot.service"], env={"KHW_SCHEDULE": b.schedule},
+                    opts=pulumi.ResourceOptions(parent=self, depends_on=[self.members[h.name]]))
 
         self.client_urls = cfg.etcd_client_urls
         first = members[0]

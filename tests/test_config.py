@@ -803,3 +803,22 @@ def test_a_host_inside_the_pod_range_is_reported_once_per_host():
         "hosts[0] (cp1).address: 192.0.2.21 lies inside network.podCidr 192.0.2.16/28",
         "hosts[1] (w1).address: 192.0.2.22 lies inside network.podCidr 192.0.2.16/28",
         "hosts[2] (w2).address: 192.0.2.23 lies inside network.podCidr 192.0.2.16/28"]
+
+
+@pytest.mark.parametrize("backup, field, msg", [
+    ({"schedule": "daily; rm -rf /"}, "etcdBackup.schedule", "not a systemd calendar event"),
+    ({"schedule": "daily", "dir": "/var/lib/etcd"}, "etcdBackup.dir", "dedicated absolute directory"),
+    ({"schedule": "daily", "dir": "relative/dir"}, "etcdBackup.dir", "dedicated absolute directory"),
+    ({"schedule": "daily", "keep": 0}, "etcdBackup.keep", "between 1 and 1000"),
+    ({"schedule": "daily", "every": "day"}, "etcdBackup.every", "unknown key"),
+])
+def test_etcd_backup_rejected(backup, field, msg):
+    with pytest.raises(config.ConfigError) as e:
+        config.load(single_cp_config(etcdBackup=backup))
+    assert any(p.startswith(field) and msg in p for p in e.value.problems), e.value.problems
+
+
+def test_etcd_backup_keep_without_schedule_warns():
+    c = config.load(single_cp_config(etcdBackup={"keep": 3}))
+    assert c.etcd_backup.schedule is None
+    assert any("etcdBackup" in w and "schedule is not" in w for w in c.warnings)

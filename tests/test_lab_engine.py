@@ -376,6 +376,49 @@ def test_switching_the_pod_network_off_and_back_converges(single):
     check_workloads(single, NODES)
 
 
+def test_etcd_backup_timer_and_restore(single):
+    """etcdBackup: a systemd timer on every member keeps the newest snapshots; then the README's
+    restore: objects written, snapshot, deleted, restored on every member: the objects are back.
+    Turning the backups off removes the timers and keeps the snapshots."""
+    keys = stack_keys()
+    single.write_config({**keys, "etcdBackup": {"schedule": "minutely", "keep": 2}})
+    plan = single.preview_json()
+    assert changed_steps(plan) == {f"{h}-etcd-backup": "create" for h in HOSTS}
+    single.up()
+    count = "ls /var/backups/etcd/snapshot-*.db 2>/dev/null | wc -l"
+    wait_for("two scheduled snapshots on every member (keep: 2)",
+             lambda: all(ssh(h, count).strip() == "2" for h in HOSTS), timeout=200, every=10)
+
+    single.kubectl("create", "configmap", "restore-probe", "-n", "default", "--from-literal=v=before")
+    ssh("lab1", "/opt/etcd/bin/etcd-snapshot save /root/restore-probe.db >/dev/null 2>&1")
+    single.kubectl("delete", "configmap", "restore-probe", "-n", "default")
+    snapshot = ssh("lab1", "base64 -w0 /root/restore-probe.db")
+    for h in HOSTS:  # the same file on every member
+        lab.drift.run(lab.target(h), "base64 -d > /root/restore-probe.db", stdin=snapshot)
+    # the README's procedure, member by member where it says "every"
+    for h in HOSTS:
+        ssh(h, "systemctl stop etcd")
+    for h in HOSTS:
+        out = ssh(h, "/opt/etcd/bin/etcd-snapshot restore /root/restore-probe.db 2>&1")
+        assert "restored" in out, f"{h}: {out}"
+    for h in HOSTS:
+        ssh(h, "systemctl start --no-block etcd")
+    ssh("lab1", "systemctl restart kube-apiserver kube-controller-manager kube-scheduler")
+    got = wait_for("the restored ConfigMap", lambda: single.kubectl(
+        "get", "configmap", "restore-probe", "-n", "default", "-o", "jsonpath={.data.v}", check=False), timeout=180)
+    assert got == "before"
+    single.kubectl("delete", "configmap", "restore-probe", "-n", "default")
+
+    single.write_config(keys)
+    single.up("--refresh")  # the timers go; what the restore rolled back in the add-ons is put back
+    single.run("preview", "--refresh", "--expect-no-changes")
+    for h in HOSTS:
+        assert ssh(h, "systemctl list-unit-files 'etcd-snapshot*' --no-legend | wc -l").strip() == "0", h
+        assert ssh(h, count).strip() == "2", h  # the snapshots are data: kept
+        ssh(h, "rm -rf /var/backups/etcd /root/restore-probe.db /var/lib/etcd/default.etcd.before-restore-*")
+    check_cluster(single, NODES)
+
+
 def test_destroy_leaves_nothing(single):
     single.run("destroy", "--yes", "--skip-preview")
     for h in HOSTS:

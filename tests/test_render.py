@@ -264,3 +264,25 @@ def test_restrict_oom_score_adj_for_hosts_without_cap_sys_resource():
     nspawn = ev(single_cp_config(hostPrep={"restrictOomScoreAdj": True}))
     assert "restrict_oom_score_adj = true" in files(nspawn, "w1-containerd")["/etc/containerd/config.toml"][1]
     assert "KHW_OOM_SCORE_ADJ=false" in nspawn.get("w1-prep").inputs["stdin"]
+
+
+def test_etcd_backup_timer_on_every_member():
+    from conftest import evaluate as ev
+    off = ev(single_cp_config())
+    assert not [r for r in off.steps if r.name.endswith("-etcd-backup")]
+    g = ev(single_cp_config(etcdBackup={"schedule": "Mon..Fri 03:00", "keep": 5, "dir": "/srv/etcd-backups"}))
+    for host in ("cp1", "w1", "w2"):
+        r = g.get(f"{host}-etcd-backup")
+        fs = step_files(r)
+        assert "OnCalendar=Mon..Fri 03:00" in fs["/etc/systemd/system/etcd-snapshot.timer"][1]
+        assert ("ExecStart=/opt/etcd/bin/etcd-snapshot-scheduled /srv/etcd-backups 5"
+                in fs["/etc/systemd/system/etcd-snapshot.service"][1])
+        assert fs["/opt/etcd/bin/etcd-snapshot-scheduled"][0] == "0755"
+        assert g.depends_on(f"{host}-etcd-backup", f"{host}-etcd")
+        # teardown: the timer and its service go, the snapshots stay
+        assert "khw_remove_unit etcd-snapshot.timer" in r.inputs["delete"]
+        assert "/srv/etcd-backups" not in r.inputs["delete"]
+    # a schedule change touches the backup steps only, never etcd's own step
+    g2 = ev(single_cp_config(etcdBackup={"schedule": "daily", "keep": 5, "dir": "/srv/etcd-backups"}))
+    assert g2.get("cp1-etcd").inputs["stdin"] == g.get("cp1-etcd").inputs["stdin"]
+    assert g2.get("cp1-etcd-backup").inputs["create"] != g.get("cp1-etcd-backup").inputs["create"]

@@ -251,3 +251,26 @@ def test_wait_gives_up_early_on_a_crash_looping_service_and_shows_its_journal(tm
     assert r.returncode != 0 and time.time() - t0 < 30
     assert "unknown flag: --bogus" in r.stderr
     assert "kube-apiserver.service is activating after 3 restarts while waiting for kube-apiserver /readyz" in r.stderr
+
+
+def test_scheduled_etcd_snapshot_keeps_the_newest(tmp_path):
+    """etcdBackup: each run adds a snapshot and keeps the newest `keep` of them."""
+    import os
+    backups = tmp_path / "backups"
+    backups.mkdir()
+    for i in range(5):  # older snapshots, oldest first
+        f = backups / f"snapshot-2026010{i}-000000.db"
+        f.write_text("old")
+        os.utime(f, (1_700_000_000 + i, 1_700_000_000 + i))
+    (backups / "other.db").write_text("not ours")
+    fake = tmp_path / "etcd-snapshot"  # stands for /opt/etcd/bin/etcd-snapshot save FILE
+    fake.write_text('#!/bin/sh\n[ "$1" = save ] && echo new > "$2"\n')
+    fake.chmod(0o755)
+    r = subprocess.run(["bash", str(SCRIPTS / "etcd-snapshot-scheduled.sh"), str(backups), "3"], capture_output=True,
+                       text=True, env={**os.environ, "KHW_ETCD_SNAPSHOT": str(fake)})
+    assert r.returncode == 0, r.stderr
+    left = sorted(p.name for p in backups.iterdir())
+    new = [n for n in left if (backups / n).read_text() == "new\n"]
+    assert len(new) == 1 and "other.db" in left
+    assert sorted(set(left) - {"other.db", *new}) == ["snapshot-20260103-000000.db", "snapshot-20260104-000000.db"]
+    assert r.stdout.count("removed ") == 3
