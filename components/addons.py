@@ -71,7 +71,11 @@ class Addons(pulumi.ComponentResource):
         d = cfg.addons.dashboard
         key = tls.PrivateKey("dashboard-key", algorithm="ECDSA", ecdsa_curve="P256",
                              opts=pulumi.ResourceOptions(parent=self))
-        ips = sorted({h.internal_address for h in cfg.workers} | {h.address for h in cfg.workers})
+        # the nodes users open it on: the workers that are control planes (else the first worker).
+        # Not every node: a certificate naming every node would be replaced, and the dashboard
+        # restarted, whenever a worker is added or removed.
+        front = [h for h in cfg.workers if h.has("control-plane")] or cfg.workers[:1]
+        ips = sorted({h.internal_address for h in front} | {h.address for h in front})
         csr = tls.CertRequest("dashboard-csr", private_key_pem=key.private_key_pem, ip_addresses=ips,
                               dns_names=["kubernetes-dashboard", "kubernetes-dashboard.kubernetes-dashboard.svc",
                                          "localhost"],
@@ -112,7 +116,7 @@ class Addons(pulumi.ComponentResource):
         self.objects["secret:kubernetes-dashboard/dashboard-admin-token"] = token
         self.dashboard_token = pulumi.Output.secret(token.data.apply(
             lambda d: base64.b64decode(d["token"]).decode() if d and d.get("token") else ""))
-        self.dashboard_url = f"https://{cfg.workers[0].internal_address}:{d.node_port}/" if cfg.workers else ""
+        self.dashboard_url = f"https://{front[0].internal_address}:{d.node_port}/" if front else ""
 
     def _smoke_test(self, cfg: ClusterConfig, child: pulumi.ResourceOptions) -> None:
         s = cfg.addons.smoke_test

@@ -149,7 +149,33 @@ class ControlPlane(pulumi.ComponentResource):
                                      enable_config_map_mutable=True, enable_secret_mutable=True,
                                      opts=pulumi.ResourceOptions(parent=self, depends_on=[self.ready]))
         self.join = self._bootstrap_rbac(cfg, pki)
+        self.drainer = self._node_drainer(cfg, pki, first)
         self.register_outputs({"endpoint": self.endpoint})
+
+    def _node_drainer(self, cfg: ClusterConfig, pki: Pki, first) -> Step:
+        """What drains a worker that leaves the cluster (components/worker.py): a kubeconfig on the
+        first control plane for a user that may only cordon, drain and delete Nodes."""
+        opts = pulumi.ResourceOptions(parent=self, provider=self.provider, depends_on=[self.ready])
+        role = k8s.rbac.v1.ClusterRole(
+            "node-drainer", metadata=k8s.meta.v1.ObjectMetaArgs(name="kube-hardway:node-drainer"),
+            rules=[k8s.rbac.v1.PolicyRuleArgs(api_groups=[""], resources=["nodes"],
+                                              verbs=["get", "list", "patch", "delete"]),
+                   k8s.rbac.v1.PolicyRuleArgs(api_groups=[""], resources=["pods"], verbs=["get", "list", "delete"]),
+                   k8s.rbac.v1.PolicyRuleArgs(api_groups=[""], resources=["pods/eviction"], verbs=["create"]),
+                   k8s.rbac.v1.PolicyRuleArgs(api_groups=["apps"], resources=["daemonsets"], verbs=["get"])],
+            opts=opts)
+        binding = k8s.rbac.v1.ClusterRoleBinding(
+            "node-drainer", metadata=k8s.meta.v1.ObjectMetaArgs(name="kube-hardway:node-drainer"),
+            role_ref=k8s.rbac.v1.RoleRefArgs(api_group="rbac.authorization.k8s.io", kind="ClusterRole",
+                                             name="kube-hardway:node-drainer"),
+            subjects=[k8s.rbac.v1.SubjectArgs(kind="User", name="kube-hardway:node-drainer",
+                                              api_group="rbac.authorization.k8s.io")],
+            opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=[role])))
+        drainer = kubeconfig(cfg.cluster_name, self.endpoint, pki.ca.cert_pem, "kube-hardway:node-drainer",
+                             pki.node_drainer.cert_pem, pki.node_drainer.key_pem)
+        return Step(f"{first.name}-node-drainer", first, step="node-drainer",
+                    files=[RemoteFile("/opt/kubernetes/cfg/node-drainer.kubeconfig", drainer, "0600")],
+                    opts=pulumi.ResourceOptions(parent=self, depends_on=[self.ready, role, binding]))
 
     def _bootstrap_rbac(self, cfg: ClusterConfig, pki: Pki) -> list[pulumi.Resource]:
         """Seed 004's bindings, for bootstrap *tokens* (group system:bootstrappers) instead of

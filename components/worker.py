@@ -70,6 +70,15 @@ class WorkerNode(pulumi.ComponentResource):
             script_name="containerd.sh", teardown=script("containerd-remove.sh"), units=["containerd.service"],
             opts=pulumi.ResourceOptions(parent=self, depends_on=[host.binaries]))
 
+        # A worker taken out of the stack leaves the cluster in this order (Pulumi deletes in
+        # reverse dependency order): "drain-NODE" (on the first control plane) cordons it and
+        # evicts its pods while its services still run; then its kube-proxy and kubelet go; then
+        # "forget-NODE" deletes the Node object (a running kubelet would register it again).
+        first = cfg.control_planes[0]
+        self.forget = Step(
+            f"{first.name}-forget-{spec.name}", first, step=f"forget-{spec.name}", teardown=script("node-forget.sh"),
+            env={"KHW_NODE": spec.name}, opts=pulumi.ResourceOptions(parent=self, depends_on=[cp.drainer]))
+
         serving = pki.kubelet_serving[spec.name]
         self.kubelet = Step(
             f"{spec.name}-kubelet", spec, step="kubelet",
@@ -87,7 +96,7 @@ class WorkerNode(pulumi.ComponentResource):
             watch=[ca, RemoteFile("/opt/kubernetes/bin/kubelet", v.kubernetes)],
             script_name="kubelet.sh", teardown=script("kubelet-remove.sh"), units=["kubelet.service"],
             env={"KHW_ENDPOINT": cp.endpoint, "KHW_NODE": spec.name},
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.containerd, *cp.join]))
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.containerd, self.forget, *cp.join]))
 
         self.kube_proxy = Step(
             f"{spec.name}-kube-proxy", spec, step="kube-proxy",
@@ -111,7 +120,13 @@ class WorkerNode(pulumi.ComponentResource):
         self.labels = k8s.core.v1.NodePatch(
             f"{spec.name}-labels", metadata=k8s.meta.v1.ObjectMetaPatchArgs(name=spec.name, labels=dict(spec.labels)),
             opts=pulumi.ResourceOptions(parent=self, provider=cp.provider, depends_on=[self.kubelet]))
-        self.ready: list[pulumi.Resource] = [self.kubelet, self.kube_proxy, self.labels]
+        # the first of a removed worker to go (see self.forget)
+        self.drain = Step(
+            f"{first.name}-drain-{spec.name}", first, step=f"drain-{spec.name}", teardown=script("node-drain.sh"),
+            env={"KHW_NODE": spec.name, "KHW_DRAIN_TIMEOUT": "300"},
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.kubelet, self.kube_proxy, self.labels,
+                                                                 cp.drainer]))
+        self.ready: list[pulumi.Resource] = [self.kubelet, self.kube_proxy, self.labels, self.drain]
         self.register_outputs({"node": spec.name})
 
 

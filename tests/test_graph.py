@@ -33,18 +33,41 @@ def test_single_cp_components(single):
 
 def test_single_cp_steps_per_host(single):
     assert steps_by_host(single) == {
-        "cp1": ["api-ready", "binaries", "cni-flannel", "containerd", "etcd", "etcd-health", "kube-apiserver",
-                "kube-controller-manager", "kube-proxy", "kube-scheduler", "kubelet", "nodes-registered", "prep"],
+        "cp1": ["api-ready", "binaries", "cni-flannel", "containerd", "drain-cp1", "drain-w1", "drain-w2", "etcd",
+                "etcd-health", "forget-cp1", "forget-w1", "forget-w2", "kube-apiserver", "kube-controller-manager",
+                "kube-proxy", "kube-scheduler", "kubelet", "node-drainer", "nodes-registered", "prep"],
         "w1": ["binaries", "cni-flannel", "containerd", "etcd", "kube-proxy", "kubelet", "prep"],
         "w2": ["binaries", "cni-flannel", "containerd", "etcd", "kube-proxy", "kubelet", "prep"],
     }
+
+
+def test_a_removed_worker_is_drained_first(single):
+    """Deletion runs in reverse dependency order: the drain step (on the first control plane)
+    goes before the worker's kubelet, kube-proxy and label patch, and after what reads the node
+    list (nodes-registered, and through it the pod network and the add-ons)."""
+    for w in ("cp1", "w1", "w2"):
+        drain = f"cp1-drain-{w}"
+        for before in (f"{w}-kubelet", f"{w}-kube-proxy", f"{w}-labels", "cp1-node-drainer"):
+            assert single.depends_on(drain, before), (drain, before)
+        assert not single.depends_on(f"{w}-kubelet", drain)
+        assert single.depends_on("cp1-nodes-registered", drain)
+        d = single.get(drain).inputs["delete"]
+        assert "KHW_NODE=" + w in d and "kubectl --kubeconfig=/opt/kubernetes/cfg/node-drainer.kubeconfig" in d
+        assert "drain \"$KHW_NODE\" --ignore-daemonsets" in d
+        # the Node object goes after the kubelet (which would register it again)
+        forget = f"cp1-forget-{w}"
+        assert single.depends_on(f"{w}-kubelet", forget) and not single.depends_on(forget, f"{w}-kubelet")
+        assert "delete node \"$KHW_NODE\"" in single.get(forget).inputs["delete"]
+    binding = single.get("node-drainer", "kubernetes:rbac.authorization.k8s.io/v1:ClusterRoleBinding")
+    assert binding.urn in single.ancestors(single.get("cp1-node-drainer"))  # its RBAC first
 
 
 def test_ha_steps_per_host(ha):
     s = steps_by_host(ha)
     cp = ["binaries", "cni-flannel", "containerd", "kube-apiserver", "kube-controller-manager", "kube-proxy", "kube-scheduler",
           "kubelet", "prep"]
-    assert s["master01"] == sorted(cp + ["etcd", "etcd-health", "api-ready", "nodes-registered"])
+    drains = [f"{a}-{w}" for w in ("master01", "master02", "node01", "node02") for a in ("drain", "forget")]
+    assert s["master01"] == sorted(cp + ["etcd", "etcd-health", "api-ready", "nodes-registered", "node-drainer", *drains])
     assert s["master02"] == sorted(cp)
     assert s["node01"] == s["node02"] == ["binaries", "cni-flannel", "containerd", "etcd", "kube-proxy", "kubelet", "prep"]
     assert s["lb01"] == s["lb02"] == ["api-lb", "binaries", "lb-packages", "prep"]
@@ -144,10 +167,10 @@ def test_pki_counts(ha):
     c = Counter(r.type for r in ha.records)
     assert c["tls:index/selfSignedCert:SelfSignedCert"] == 3  # cluster, etcd, front-proxy CAs
     # per etcd member server+peer (6), apiserver, 2 apiserver clients, kcm, scheduler, admin, kube-proxy,
-    # front-proxy client (8), kubelet serving per worker (4)
+    # front-proxy client, node drainer (9), kubelet serving per worker (4)
     pki = ha.get("pki", "khw:index:Pki").urn
     leafs = [r for r in ha.of_type("tls:index/locallySignedCert:LocallySignedCert") if r.parent == pki]
-    assert len(leafs) == 6 + 8 + 4
+    assert len(leafs) == 6 + 9 + 4
     assert ha.get("dashboard", "tls:index/locallySignedCert:LocallySignedCert").parent != pki
     assert c["random:index/randomString:RandomString"] == 2
 

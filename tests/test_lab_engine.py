@@ -25,7 +25,8 @@ NODES = ["lab1", "lab2", "lab3"]  # the control planes are (tainted) workers too
 SINGLE_STEPS = {
     "lab1": ["prep", "binaries", "etcd", "etcd-health", "kube-apiserver", "kube-controller-manager",
              "kube-scheduler", "api-ready", "containerd", "kubelet", "kube-proxy", "nodes-registered", "smoke-test",
-             "cni-flannel"],
+             "cni-flannel", "node-drainer", "drain-lab1", "drain-lab2", "drain-lab3", "forget-lab1", "forget-lab2",
+             "forget-lab3"],
     "lab2": ["prep", "binaries", "etcd", "containerd", "kubelet", "kube-proxy", "cni-flannel"],
     "lab3": ["prep", "binaries", "etcd", "containerd", "kubelet", "kube-proxy", "cni-flannel"],
 }
@@ -374,6 +375,58 @@ def test_switching_the_pod_network_off_and_back_converges(single):
         assert "flannel" not in left, f"{h}: {left}"
     converge(keys)
     check_workloads(single, NODES)
+
+
+def test_a_worker_removed_is_drained_first_and_added_back_alone(single):
+    """lab3 stops being a worker (it stays an etcd member): the preview deletes its worker steps
+    and the drain step, updates only lab3's own steps and the node list; `up` cordons and drains
+    lab3 (its pods start again on lab2), then cleans the host and deletes its Node; nothing on lab1
+    or lab2 restarts. Then lab3 is a worker again: only its resources are created."""
+    keys = stack_keys()
+    on_lab3 = lambda: single.kubectl("get", "pods", "-A", "--field-selector", "spec.nodeName=lab3", "-o",  # noqa: E731
+                                     "jsonpath={range .items[*]}{.metadata.namespace}/{.metadata.name} {end}").split()
+    moved = [p for p in on_lab3() if not p.startswith("kube-flannel/")]
+    before = invocations()
+    without = {**keys, "hosts": [{**h, "roles": ["etcd"]} if h["name"] == "lab3" else h for h in keys["hosts"]]}
+    single.write_config(without)
+    plan = changed_steps(single.preview_json())
+    deleted = {k for k, op in plan.items() if op == "delete"}
+    assert {"lab1-drain-lab3", "lab1-forget-lab3", "lab3-kubelet", "lab3-kube-proxy", "lab3-containerd", "lab3-cni-flannel",
+            "lab3-labels", "lab3"} <= deleted, plan
+    assert all(k.startswith("lab3") or "lab3" in k or op != "delete" for k, op in plan.items()), plan
+    touched_elsewhere = {k for k, op in plan.items() if op != "delete" and not k.startswith("lab3")}
+    # the node list check and lab1's drift record (it lists lab1's steps: drain-/forget-lab3 go)
+    assert touched_elsewhere <= {"lab1-nodes-registered", "lab1-smoke-test", "lab1-state"}, plan
+    r = single.up()
+    out = r.stdout
+    # the drain's teardown ended before lab3's kubelet was touched
+    assert re.search(r"lab1-drain-lab3 deleted", out) and re.search(r"lab3-kubelet deleting", out), out[-3000:]
+    assert out.index("lab1-drain-lab3 deleted") < out.index("lab3-kubelet deleting"), out[-3000:]
+    assert out.index("lab3-kubelet deleted") < out.index("lab1-forget-lab3 deleting"), out[-3000:]
+    assert "node/lab3" not in single.kubectl("get", "nodes", "-o", "name")
+    wait_for("no pod left on lab3", lambda: on_lab3() == [], timeout=30, every=2)
+    for p in moved:  # the evicted pods' workloads run again elsewhere
+        ns = p.split("/")[0]
+        wait_for(f"{ns}'s deployments available again", lambda ns=ns: "False" not in single.kubectl(
+            "get", "deployments", "-n", ns, "-o", "jsonpath={.items[*].status.conditions[?(@.type=='Available')].status}")
+            and single.kubectl("get", "deployments", "-n", ns, "-o", "name"), timeout=180)
+    assert ssh("lab3", "systemctl list-unit-files kubelet.service containerd.service --no-legend | wc -l").strip() == "0"
+    after = invocations()
+    assert {k: v for k, v in after.items() if not k.startswith("lab3/")} == \
+        {k: v for k, v in before.items() if not k.startswith("lab3/")}
+    assert after["lab3/etcd"] == before["lab3/etcd"]  # still an etcd member, not restarted
+
+    before = invocations()
+    single.write_config(keys)
+    plan = changed_steps(single.preview_json())
+    assert {k for k, op in plan.items() if op != "create" and not k.startswith("lab3")} <= \
+        {"lab1-nodes-registered", "lab1-smoke-test", "lab1-state"}, plan
+    single.up()
+    after = invocations()
+    assert {k: v for k, v in after.items() if not k.startswith("lab3/")} == \
+        {k: v for k, v in before.items() if not k.startswith("lab3/")}
+    check_cluster(single, NODES)
+    single.run("preview", "--expect-no-changes")
 
 
 def test_etcd_backup_timer_and_restore(single):
