@@ -34,7 +34,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 
-from eval_scale import stack  # noqa: E402
+from eval_scale import sizes_and_runs, stack  # noqa: E402
 
 HZ = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -188,9 +188,4 @@ if __name__ == "__main__":
     if args[:1] == ["--ablation"]:
         ablation(int(args[1]) if len(args) > 1 else 200)
         sys.exit(0)
-    runs = 1
-    if "--runs" in args:
-        i = args.index("--runs")
-        runs = int(args[i + 1])
-        del args[i:i + 2]
-    scale([int(a) for a in args] or [3, 50, 200, 1000], runs)
+    scale(*sizes_and_runs(args))

@@ -113,14 +113,19 @@ def main(sizes: list[int], runs: int) -> None:
         print(" | ".join(str(r[c]) for c in cols))
 
 
+def sizes_and_runs(args: list[str]) -> tuple[list[int], int]:
+    """`[--runs N] [SIZES]` (as bench/engine_scale.py takes them too): the sizes, runs per size."""
+    args = list(args)
+    runs = 1
+    if "--runs" in args:
+        i = args.index("--runs")
+        runs = int(args[i + 1])
+        del args[i:i + 2]
+    return [int(a) for a in args] or [3, 50, 200, 1000], runs
+
+
 if __name__ == "__main__":
     if len(sys.argv) > 2 and sys.argv[1] == "--child":
         child(int(sys.argv[2]))
     else:
-        args = sys.argv[1:]
-        runs = 1
-        if "--runs" in args:
-            i = args.index("--runs")
-            runs = int(args[i + 1])
-            del args[i:i + 2]
-        main([int(a) for a in args] or [3, 50, 200, 1000], runs)
+        main(*sizes_and_runs(sys.argv[1:]))
