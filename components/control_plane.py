@@ -164,18 +164,14 @@ class ControlPlane(pulumi.ComponentResource):
                    k8s.rbac.v1.PolicyRuleArgs(api_groups=[""], resources=["pods/eviction"], verbs=["create"]),
                    k8s.rbac.v1.PolicyRuleArgs(api_groups=["apps"], resources=["daemonsets"], verbs=["get"])],
             opts=opts)
-        binding = k8s.rbac.v1.ClusterRoleBinding(
-            "node-drainer", metadata=k8s.meta.v1.ObjectMetaArgs(name="kube-hardway:node-drainer"),
-            role_ref=k8s.rbac.v1.RoleRefArgs(api_group="rbac.authorization.k8s.io", kind="ClusterRole",
-                                             name="kube-hardway:node-drainer"),
-            subjects=[k8s.rbac.v1.SubjectArgs(kind="User", name="kube-hardway:node-drainer",
-                                              api_group="rbac.authorization.k8s.io")],
-            opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=[role])))
+        binding = _cluster_role_binding("node-drainer", "kube-hardway:node-drainer", "User",
+                                        "kube-hardway:node-drainer",
+                                        pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=[role])))
         drainer = kubeconfig(cfg.cluster_name, self.endpoint, pki.ca.cert_pem, "kube-hardway:node-drainer",
                              pki.node_drainer.cert_pem, pki.node_drainer.key_pem)
         return Step(f"{first.name}-node-drainer", first, step="node-drainer",
                     files=[RemoteFile("/opt/kubernetes/cfg/node-drainer.kubeconfig", drainer, "0600")],
-                    opts=pulumi.ResourceOptions(parent=self, depends_on=[self.ready, role, binding]))
+                    opts=pulumi.ResourceOptions(parent=self, depends_on=[self.ready, binding]))
 
     def _bootstrap_rbac(self, cfg: ClusterConfig, pki: Pki) -> list[pulumi.Resource]:
         """Seed 004's bindings, for bootstrap *tokens* (group system:bootstrappers) instead of
@@ -197,12 +193,7 @@ class ControlPlane(pulumi.ComponentResource):
             string_data=data, opts=opts)
 
         def crb(name: str, role: str, kind: str, subject: str) -> k8s.rbac.v1.ClusterRoleBinding:
-            return k8s.rbac.v1.ClusterRoleBinding(
-                name, metadata=k8s.meta.v1.ObjectMetaArgs(name=f"kube-hardway:{name}"),
-                role_ref=k8s.rbac.v1.RoleRefArgs(api_group="rbac.authorization.k8s.io", kind="ClusterRole",
-                                                 name=role),
-                subjects=[k8s.rbac.v1.SubjectArgs(kind=kind, name=subject, api_group="rbac.authorization.k8s.io")],
-                opts=opts)
+            return _cluster_role_binding(name, role, kind, subject, opts)
 
         return [
             secret,
@@ -214,3 +205,13 @@ class ControlPlane(pulumi.ComponentResource):
             # the apiserver's client cert for `kubectl logs/exec` (kubelet API)
             crb("apiserver-kubelet-client", "system:kubelet-api-admin", "User", "kube-apiserver-kubelet-client"),
         ]
+
+
+def _cluster_role_binding(name: str, role: str, kind: str, subject: str,
+                          opts: pulumi.ResourceOptions) -> k8s.rbac.v1.ClusterRoleBinding:
+    """ClusterRoleBinding `kube-hardway:<name>` of ClusterRole `role` to one subject."""
+    return k8s.rbac.v1.ClusterRoleBinding(
+        name, metadata=k8s.meta.v1.ObjectMetaArgs(name=f"kube-hardway:{name}"),
+        role_ref=k8s.rbac.v1.RoleRefArgs(api_group="rbac.authorization.k8s.io", kind="ClusterRole", name=role),
+        subjects=[k8s.rbac.v1.SubjectArgs(kind=kind, name=subject, api_group="rbac.authorization.k8s.io")],
+        opts=opts)

@@ -77,7 +77,7 @@ class Pki(pulumi.ComponentResource):
         self.scheduler = self._leaf("scheduler", self.ca, "system:kube-scheduler", None, [], [], CLIENT)
         self.admin = self._leaf("admin", self.ca, "admin", "system:masters", [], [], CLIENT)
         self.kube_proxy = self._leaf("kube-proxy", self.ca, "system:kube-proxy", None, [], [], CLIENT)
-        # drains and deletes a removed worker's Node (scripts/drain.sh), with only those rights
+        # drains and deletes a removed worker's Node (scripts/node-drain.sh, node-forget.sh), with only those rights
         self.node_drainer = self._leaf("node-drainer", self.ca, "kube-hardway:node-drainer", None, [], [], CLIENT)
         self.front_proxy_client = self._leaf("front-proxy-client", self.front_proxy_ca, "front-proxy-client",
                                              None, [], [], CLIENT)
