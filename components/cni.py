@@ -58,9 +58,14 @@ class Cni(pulumi.ComponentResource):
                 "flannel", pod_cidr=cfg.network.pod_cidr, vxlan_vni=f.vxlan_vni, vxlan_port=f.vxlan_port,
                 flannel_image=cfg.image(f.image), plugin_image=cfg.image(f.plugin_image),
                 iface_arg=f", --iface={f.iface}" if f.iface else "")
-            self.objects.update(manifests.apply([o for o in objs if o["kind"] != "DaemonSet"], child))
-            self.objects.update(manifests.apply([o for o in objs if o["kind"] == "DaemonSet"],
-                                                pulumi.ResourceOptions.merge(child, after_hosts), timeout_s=timeout))
+            # the namespace, RBAC and ConfigMap the DaemonSet needs exist before it (as for calico)
+            config = manifests.apply([o for o in objs if o["kind"] != "DaemonSet"], child)
+            self.objects.update(config)
+            self.objects.update(manifests.apply(
+                [o for o in objs if o["kind"] == "DaemonSet"],
+                pulumi.ResourceOptions.merge(pulumi.ResourceOptions.merge(child, after_hosts),
+                                             pulumi.ResourceOptions(depends_on=list(config.values()))),
+                timeout_s=timeout))
         else:
             # CRDs first (the provider waits until they are established), then everything that uses them
             crds = manifests.apply(manifests.render("calico-crds"), child)

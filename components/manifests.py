@@ -54,6 +54,10 @@ def apply(objs: list[dict], opts: pulumi.ResourceOptions, timeout_s: Optional[in
     """Register every object; returns them by `kind:namespace/name`. Deployments and DaemonSets
     are awaited (`timeout_s`) unless `wait` is false, and get `pod_annotations` on their pods."""
     out: dict[str, pulumi.CustomResource] = {}
+    namespaces: dict[str, pulumi.CustomResource] = {}
+    # Namespaces first, and every object waits for its own: the API refuses an object in a
+    # namespace that does not exist yet (the provider retries for a minute, then fails)
+    objs = sorted(objs, key=lambda o: o.get("kind") != "Namespace")
     for obj in objs:
         obj = dict(obj)
         cls = KINDS.get((obj.pop("apiVersion"), obj.pop("kind")))
@@ -61,6 +65,9 @@ def apply(objs: list[dict], opts: pulumi.ResourceOptions, timeout_s: Optional[in
         if cls is None:
             raise RuntimeError(f"manifest object {key}: kind not supported by components/manifests.py")
         o = opts
+        ns = obj["metadata"].get("namespace")
+        if ns in namespaces:
+            o = pulumi.ResourceOptions.merge(o, pulumi.ResourceOptions(depends_on=[namespaces[ns]]))
         if cls in (k8s.apps.v1.Deployment, k8s.apps.v1.DaemonSet):
             if pod_annotations:
                 obj = _with_pod_annotations(obj, pod_annotations)
@@ -72,10 +79,12 @@ def apply(objs: list[dict], opts: pulumi.ResourceOptions, timeout_s: Optional[in
             elif timeout_s:
                 # readiness is awaited here, and fails with the object's status after this long
                 t = f"{timeout_s}s"
-                o = pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(
+                o = pulumi.ResourceOptions.merge(o, pulumi.ResourceOptions(
                     custom_timeouts=pulumi.CustomTimeouts(create=t, update=t)))
         args = {(_tables.CAMEL_TO_SNAKE_CASE_TABLE.get(k) or k): v for k, v in obj.items()}
         out[key] = cls(key.replace(":", "-").replace("/", "-"), opts=o, **args)
+        if cls is k8s.core.v1.Namespace:
+            namespaces[obj["metadata"]["name"]] = out[key]
     return out
 
 

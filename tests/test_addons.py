@@ -375,3 +375,18 @@ def test_bad_registry_settings():
         with pytest.raises(ConfigError) as e:
             config.load(single_cp_config(images=images))
         assert any(p.startswith(field) and msg in p for p in e.value.problems), e.value.problems
+
+
+def test_every_namespaced_manifest_object_waits_for_its_namespace(ha):
+    """The API refuses an object in a namespace that does not exist yet; the provider retries
+    for a minute only (CI once failed the dashboard's Role and Secret that way)."""
+    namespaces = {r.inputs["metadata"]["name"]: r.urn for r in ha.of_type("kubernetes:core/v1:Namespace")}
+    assert {"kube-flannel", "kubernetes-dashboard"} <= set(namespaces)
+    checked = 0
+    for r in ha.records:
+        md = r.inputs.get("metadata") if r.type.startswith("kubernetes:") else None
+        ns = md.get("namespace") if isinstance(md, dict) else None
+        if ns in namespaces:
+            assert namespaces[ns] in ha.ancestors(r), r.name
+            checked += 1
+    assert checked >= 10
