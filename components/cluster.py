@@ -17,6 +17,7 @@ from .remote import Step, resolved
 from .etcd import EtcdCluster
 from .host import Host
 from .pki import Pki
+from .upgrade import target, upgrading_kubernetes
 from .worker import WorkerNode, nodes_registered
 
 
@@ -31,9 +32,11 @@ class Cluster:
     cni: Optional[Cni]
     addons: Addons
     states: dict = None  # host name -> HostState (drift tracking)
+    versions: pulumi.Output = None  # what runs once this `up` succeeded (exported as `versions`)
 
 
-def build(cfg: ClusterConfig) -> Cluster:
+def build(cfg: ClusterConfig, deployed: Optional[dict] = None) -> Cluster:
+    """`deployed`: the versions the last successful `up` left running (components/upgrade.py)."""
     unpinned = artifacts.unpinned(cfg)
     if unpinned:
         pulumi.log.warn(f"{len(unpinned)} artifacts have no pinned sha256 in downloads.checksums and will be "
@@ -42,15 +45,25 @@ def build(cfg: ClusterConfig) -> Cluster:
     hosts = {h.name: Host(h.name, cfg, h, ca_files(cfg, pki, h.roles)) for h in cfg.hosts}
     etcd = EtcdCluster("etcd", cfg, pki, hosts)
     cp = ControlPlane("control-plane", cfg, pki, hosts, etcd)
-    workers = {h.name: WorkerNode(h.name, cfg, h, pki, hosts[h.name], cp) for h in cfg.workers}
+    # an upgrade goes one node at a time (each drained, upgraded, uncordoned); otherwise the
+    # nodes' steps run side by side
+    upgrading = upgrading_kubernetes(cfg, deployed)
+    workers: dict[str, WorkerNode] = {}
+    for h in cfg.workers:
+        after = [list(workers.values())[-1].drain] if upgrading and workers else []
+        workers[h.name] = WorkerNode(h.name, cfg, h, pki, hosts[h.name], cp, upgrade_after=after)
     # the pod network once every node registered; add-ons once the network is up
     registered = nodes_registered(cfg, cp, list(workers.values()))
     cni = (Cni("cni", cfg, cp.provider, after=[registered], nodes=[(w.containerd.host, w.containerd) for w in workers.values()])
            if cfg.network.cni != "none" else None)
     addons = Addons("addons", cfg, pki, cp.provider, after=[cni.ready] if cni else [registered],
                     network=cni.network if cni else "none")
+    # resolved once the last etcd member, the last apiserver and every node are done (each of
+    # those chains waits for the ones before): a failed `up` exports nothing new
+    done = [list(etcd.members.values())[-1], list(cp.apiservers.values())[-1], registered]
+    versions = pulumi.Output.all(*[r.id for r in done]).apply(lambda _: target(cfg))
     cluster = Cluster(cfg=cfg, pki=pki, hosts=hosts, etcd=etcd, control_plane=cp, workers=workers, cni=cni,
-                      addons=addons)
+                      addons=addons, versions=versions)
     by_host = host_steps(cluster)
     cluster.states = {n: track_drift(h, by_host[n]) for n, h in hosts.items() if by_host[n]}
     return cluster

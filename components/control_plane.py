@@ -121,7 +121,8 @@ class ControlPlane(pulumi.ComponentResource):
         ready_deps: list[pulumi.Resource] = [*self.apiservers.values(), *self.controller_managers.values(),
                                              *self.schedulers.values()]
         if cfg.ha:
-            self.load_balancer = ApiLoadBalancer("api-lb", cfg, hosts, opts=pulumi.ResourceOptions(parent=self))
+            self.load_balancer = ApiLoadBalancer("api-lb", cfg, hosts, list(self.apiservers.values()),
+                                                 opts=pulumi.ResourceOptions(parent=self))
             ready_deps += list(self.load_balancer.steps)
         first = cfg.control_planes[0]
         # the endpoint every client uses answers, verified against the cluster CA

@@ -3,11 +3,14 @@
 The first LB host starts as VRRP MASTER (priority 120), the others as BACKUP (110, 100, ...);
 keepalived moves the VIP away from a host whose nginx can no longer reach an apiserver.
 The LB hosts' steps run one after the other, each waiting until its nginx listens again: a
-change to both restarts them one at a time, so the VIP always has a host to move to.
+change to both restarts them one at a time, so the VIP always has a host to move to. They run
+after every apiserver is ready, so a control plane being added is in nginx's upstreams only once
+it serves; one being removed leaves the upstreams before Pulumi deletes its apiserver (deletes
+come last). A changed upstream or peer list is reloaded, not restarted.
 """
 from __future__ import annotations
 
-from typing import Mapping, Optional
+from typing import Mapping, Optional, Sequence
 
 import pulumi
 import pulumi_random as random
@@ -21,7 +24,7 @@ SETTLE_S = 3  # nginx's fail_timeout for an apiserver; see ControlPlane's rollin
 
 class ApiLoadBalancer(pulumi.ComponentResource):
     def __init__(self, name: str, cfg: ClusterConfig, hosts: Mapping[str, Host],
-                 opts: Optional[pulumi.ResourceOptions] = None):
+                 apiservers: Sequence[pulumi.Resource], opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__("khw:index:ApiLoadBalancer", name, None, opts)
         lbs = cfg.lb_hosts
         # VRRP PASS authentication takes at most 8 characters
@@ -59,7 +62,7 @@ class ApiLoadBalancer(pulumi.ComponentResource):
                 units=["kube-apiserver-vip.service", "kube-apiserver-lb.service"],
                 env={"KHW_VRRP_INTERFACE": cfg.api.vrrp_interface or "", "KHW_IP": h.internal_address,
                      "KHW_LB_PORT": str(cfg.api.lb_port)},
-                opts=pulumi.ResourceOptions(parent=self, depends_on=[packages, *previous]))
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[packages, *apiservers, *previous]))
             self.steps.append(api_lb)
             previous = [api_lb]
         self.register_outputs({"vip": cfg.api.vip, "port": cfg.api.lb_port})

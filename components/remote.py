@@ -113,7 +113,7 @@ def _runner(host: cfgmod.Host, mode: str, inline: Optional[str] = None) -> str:
     stdin closed: `bash FILE MODE`. A temp file (not `bash -s`) so that commands inside cannot
     eat the script from stdin."""
     sudo = "sudo -n " if host.ssh.sudo else ""
-    here = "" if inline is None else f" <<'KHW_STEP_EOF'"
+    here = "" if inline is None else " <<'KHW_STEP_EOF'"
     return ('f=$(umask 077 && mktemp /tmp/khw-step.XXXXXX) || exit 1\n'
             f'cat > "$f"{here} && {sudo}bash "$f" {mode} </dev/null; rc=$?; rm -f "$f"; exit $rc\n'
             + ("" if inline is None else f"{inline}KHW_STEP_EOF\n"))
@@ -166,14 +166,16 @@ def update_command(host: cfgmod.Host) -> str:
 
 
 def delete_command(host: cfgmod.Host, step: str, paths: Sequence[str], units: Sequence[str], body: str,
-                   env: Mapping[str, str]) -> str:
-    """Teardown. Part of the command (no secret in it); run by the last holder only."""
+                   env: Mapping[str, str], before_stop: str = "") -> str:
+    """Teardown. Part of the command (no secret in it); run by the last holder only.
+    `before_stop` runs while the step's services still run (an etcd member leaving its cluster)."""
     text = (f"KHW_HOST={shlex.quote(host.name)}\nKHW_STEP={shlex.quote(step)}\n" + _env(env)
             + shipped(script("lib.sh")) + "set +e\ntrap - ERR\nkhw_release || exit 0\n"
+            + (shipped(before_stop) if before_stop else "")
             + "".join(f"khw_remove_unit {shlex.quote(u)}\n" for u in units)
             + shipped(body)
             + (f"khw_remove {' '.join(shlex.quote(p) for p in paths)}\n" if paths else "")
-            + "exit 0\n")
+            + "khw_disown\nexit 0\n")
     # the script is this command's own text (its stdin is the old create's step, unused here)
     return _runner(host, "delete", inline=text)
 
@@ -228,7 +230,7 @@ class Step(pulumi.CustomResource):
     stderr: pulumi.Output[str]
 
     def __init__(self, name: str, host: cfgmod.Host, *, step: str, files: Sequence[RemoteFile] = (),
-                 script_name: Optional[str] = None, body: str = "", teardown: str = "",
+                 script_name: Optional[str] = None, body: str = "", teardown: str = "", before_stop: str = "",
                  units: Sequence[str] = (), env: Optional[Mapping[str, str]] = None,
                  watch: Sequence[RemoteFile] = (), notes: Sequence[str] = (),
                  opts: Optional[pulumi.ResourceOptions] = None):
@@ -282,7 +284,7 @@ class Step(pulumi.CustomResource):
         # After an upgrade of pulumi-command, that test says whether the request still matches.
         # unset inputs are not sent, so only the ones we set and the outputs we read are declared
         props = {"connection": _secret_connection(host), "create": create, "update": update, "stdin": stdin,
-                 "delete": delete_command(host, step, paths, units, teardown, env),
+                 "delete": delete_command(host, step, paths, units, teardown, env, before_stop),
                  # not PULUMI_COMMAND_STDOUT/STDERR through SSH's setenv: sshd refuses them by
                  # default, and pulumi-command then warns on every update
                  "addPreviousOutputInEnv": False,

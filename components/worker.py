@@ -51,8 +51,11 @@ def taints_yaml(taints: Sequence[str]) -> str:
 
 
 class WorkerNode(pulumi.ComponentResource):
+    """`upgrade_after`: this `up` upgrades Kubernetes, and this node waits for those resources
+    (the previous node's upgrade), so that the nodes are drained and upgraded one at a time."""
+
     def __init__(self, name: str, cfg: ClusterConfig, spec: HostSpec, pki: Pki, host: Host, cp: ControlPlane,
-                 opts: Optional[pulumi.ResourceOptions] = None):
+                 upgrade_after: Sequence[pulumi.Resource] = (), opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__("khw:index:WorkerNode", name, None, opts)
         v = cfg.versions
         ca = next(f for f in host.ca_files if f.path == f"{SSL}/ca.pem")
@@ -74,10 +77,19 @@ class WorkerNode(pulumi.ComponentResource):
         # reverse dependency order): "drain-NODE" (on the first control plane) cordons it and
         # evicts its pods while its services still run; then its kube-proxy and kubelet go; then
         # "forget-NODE" deletes the Node object (a running kubelet would register it again).
+        # Both are named after the worker, not the control plane they run on: when the first
+        # control plane changes (it left the stack), they move to the next one as an update, and
+        # their teardowns, which drain and delete the node, never run for a worker that stays.
+        # (Before, they were "<first control plane>-drain-NODE": aliases keep those stacks' steps.)
+        # An upgrade (KHW_VERSION changed) runs them too: "forget-NODE" cordons and drains the
+        # node before its kubelet restarts, "drain-NODE" uncordons it after.
         first = cfg.control_planes[0]
+        upgrade = {"KHW_NODE": spec.name, "KHW_VERSION": v.kubernetes, "KHW_DRAIN_TIMEOUT": "300"}
         self.forget = Step(
-            f"{first.name}-forget-{spec.name}", first, step=f"forget-{spec.name}", teardown=script("node-forget.sh"),
-            env={"KHW_NODE": spec.name}, opts=pulumi.ResourceOptions(parent=self, depends_on=[cp.drainer]))
+            f"forget-{spec.name}", first, step=f"forget-{spec.name}", teardown=script("node-forget.sh"),
+            script_name="node-upgrade-drain.sh", env=upgrade,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[cp.drainer, *upgrade_after],
+                                        aliases=[pulumi.Alias(name=f"{first.name}-forget-{spec.name}")]))
 
         serving = pki.kubelet_serving[spec.name]
         self.kubelet = Step(
@@ -122,10 +134,11 @@ class WorkerNode(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, provider=cp.provider, depends_on=[self.kubelet]))
         # the first of a removed worker to go (see self.forget)
         self.drain = Step(
-            f"{first.name}-drain-{spec.name}", first, step=f"drain-{spec.name}", teardown=script("node-drain.sh"),
-            env={"KHW_NODE": spec.name, "KHW_DRAIN_TIMEOUT": "300"},
+            f"drain-{spec.name}", first, step=f"drain-{spec.name}", teardown=script("node-drain.sh"),
+            script_name="node-upgrade-uncordon.sh", env=upgrade,
             opts=pulumi.ResourceOptions(parent=self, depends_on=[self.kubelet, self.kube_proxy, self.labels,
-                                                                 cp.drainer]))
+                                                                 cp.drainer],
+                                        aliases=[pulumi.Alias(name=f"{first.name}-drain-{spec.name}")]))
         self.ready: list[pulumi.Resource] = [self.kubelet, self.kube_proxy, self.labels, self.drain]
         self.register_outputs({"node": spec.name})
 

@@ -70,10 +70,17 @@ build() {
   rm -rf "$tmp"
   log "etcd $ETCD, containerd $CONTAINERD, runc $RUNC, CNI plugins $CNI from Debian packages"
   repo
+  # every version built (lab/build-kubernetes.sh VERSION): the upgrade test needs two
+  local d v
+  for d in "$LAB_CACHE"/kubernetes/v*/; do
+    v=$(basename "$d")
+    [ -x "$d/kubelet" ] || continue
+    mkdir -p "$M/kubernetes/$v/bin/linux/amd64"
+    cp "$d"/* "$M/kubernetes/$v/bin/linux/amd64/"
+    log "Kubernetes $v binaries from $d"
+  done
   if [ -x "$LAB_CACHE/kubernetes/v$K8S/kubelet" ]; then
-    mkdir -p "$M/kubernetes/v$K8S/bin/linux/amd64"
-    cp "$LAB_CACHE/kubernetes/v$K8S"/* "$M/kubernetes/v$K8S/bin/linux/amd64/"
-    log "Kubernetes v$K8S binaries from $LAB_CACHE/kubernetes/v$K8S"
+    :
   elif [ "${1:-}" = --placeholder-kubernetes ]; then
     mkdir -p "$M/kubernetes/v$K8S/bin/linux/amd64"
     for b in kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy; do

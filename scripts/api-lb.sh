@@ -19,8 +19,10 @@ if [ "$(cat /etc/kube-hardway/lb/keepalived.conf 2>/dev/null)" != "$conf" ]; the
   chmod 600 /etc/kube-hardway/lb/keepalived.conf
   KHW_CHANGED+=(/etc/kube-hardway/lb/keepalived.conf)
 fi
-khw_service kube-apiserver-lb.service /etc/kube-hardway/lb/nginx
-khw_service kube-apiserver-vip.service /etc/kube-hardway/lb/keepalived /etc/kube-hardway/lb/check-apiserver.sh
+# a changed upstream list (a control plane added or removed) or peer list (an LB host) is
+# reloaded: nginx finishes its connections, keepalived keeps the VIP
+khw_service_reload kube-apiserver-lb.service /etc/kube-hardway/lb/nginx
+khw_service_reload kube-apiserver-vip.service /etc/kube-hardway/lb/keepalived /etc/kube-hardway/lb/check-apiserver.sh
 KHW_UNIT=kube-apiserver-lb.service khw_wait 60 "nginx listening on port $KHW_LB_PORT" \
   sh -c "ss -Hltn 'sport = :$KHW_LB_PORT' | grep -q ."
 KHW_UNIT=kube-apiserver-vip.service khw_wait 60 "keepalived running" systemctl is-active kube-apiserver-vip.service

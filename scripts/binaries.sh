@@ -5,6 +5,9 @@
 # Downloads land in /var/cache/kube-hardway, keyed by mirror path, so a re-run or an
 # interrupted run never fetches a verified file twice.
 CACHE=${KHW_CACHE:-/var/cache/kube-hardway}
+# what a role no longer needs stays until teardown (see khw_prune in lib.sh)
+# shellcheck disable=SC2034
+KHW_KEEP_STALE=1
 
 fetch() { # fetch URL OUT
   if command -v curl >/dev/null; then curl -fsSL --retry 3 --connect-timeout 10 -o "$2" "$1"
@@ -48,6 +51,7 @@ download() { # download KEY URL SHA SUM_URL -> path of the verified file in the 
 
 install_bin() { # install_bin SRC DEST_FILE: copy when different (content or mode), executable
   local src=$1 dest=$2
+  khw_own "$dest"
   mkdir -p "$(dirname "$dest")"
   if [ -f "$dest" ] && cmp -s "$src" "$dest" && [ "$(stat -c %a "$dest")" = 755 ]; then return; fi
   install -m 0755 "$src" "$dest.khw-new"

@@ -8,6 +8,8 @@ set -euo pipefail
 export ETCDCTL_API=3
 # shellcheck disable=SC1091
 . /opt/etcd/cfg/etcd.conf
+# shellcheck disable=SC1091
+. /opt/etcd/cfg/etcd-cluster.conf  # the members the stack lists: a restored cluster has these
 tls=(--cacert=/opt/etcd/ssl/ca.pem --cert=/opt/etcd/ssl/server.pem --key=/opt/etcd/ssl/server-key.pem)
 case "${1:-}" in
   save)

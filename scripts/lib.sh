@@ -22,6 +22,7 @@ khw_die() { printf '[%s %s] ERROR: %s\n' "${KHW_HOST:-?}" "${KHW_STEP:-?}" "$*" 
 # mode differ. The data comes on stdin so that it is never part of a command line or an error.
 khw_put() {
   local path=$1 mode=$2 tmp
+  khw_own "$path"
   [ ! -d "$path" ] || [ -L "$path" ] || khw_die "$path is a directory where this step installs a file: move it away and run again"
   mkdir -p "$(dirname "$path")"
   tmp=$(mktemp "$(dirname "$path")/.khw.XXXXXX")
@@ -70,6 +71,20 @@ khw_service() {
   fi
 }
 
+# khw_service_reload UNIT PREFIX...: as khw_service, but a running service whose unit file did
+# not change is reloaded instead of restarted (nginx and keepalived: connections and the VIP stay).
+khw_service_reload() {
+  local unit=$1; shift
+  if systemctl is-active --quiet "$unit" && ! khw_changed "/etc/systemd/system/$unit" && khw_changed "$@"; then
+    khw_log "reloading $unit"
+    systemctl reload "$unit"
+    # shellcheck disable=SC2034
+    KHW_SERVICE_ACTION=reloaded
+  else
+    khw_service "$unit" "$@"
+  fi
+}
+
 # khw_wait TIMEOUT_S WHAT CMD...: poll CMD until it succeeds. When KHW_UNIT names the service
 # being waited for, a unit that failed or restarts in a loop ends the wait early. A failed wait
 # names WHAT and the last output, after the unit's state and journal (khw_unit_log).
@@ -92,6 +107,12 @@ khw_wait() {
     fi
     sleep 1
   done
+}
+
+# khw_etcdctl ARGS...: etcdctl v3 over TLS with this member's server certificate (etcd members)
+khw_etcdctl() {
+  ETCDCTL_API=3 etcdctl --cacert=/opt/etcd/ssl/ca.pem --cert=/opt/etcd/ssl/server.pem \
+    --key=/opt/etcd/ssl/server-key.pem --dial-timeout=3s --command-timeout=15s "$@"
 }
 
 khw_unit_restarts() { local n; n=$(systemctl show -p NRestarts --value "$1" 2>/dev/null || true); echo "${n:-0}"; }
@@ -159,6 +180,44 @@ khw_iptables_cleanup() {
   done
 }
 
+# --- what a step installed: $KHW_STATE/owned/STEP lists its files, written when a run succeeds.
+# A file the previous run installed and this one did not (a registry mirror's hosts.toml that
+# is no longer configured) is removed then; teardown removes every file listed.
+# KHW_KEEP_STALE=1 (binaries): keep them until teardown instead. A host that loses a role gets
+# its binaries step updated *before* Pulumi tears down that role's services (deletes come last),
+# and containerd cannot stop its containers once runc is gone.
+KHW_OWNED=()
+KHW_KEEP_STALE=${KHW_KEEP_STALE:-0}
+khw_own() { KHW_OWNED+=("$@"); }
+
+khw_prune() {
+  local f="$KHW_STATE/owned/$KHW_STEP" p q keep stale=()
+  if [ -f "$f" ]; then
+    while IFS= read -r p; do
+      keep=""
+      for q in "${KHW_OWNED[@]}"; do [ "$p" != "$q" ] || { keep=1; break; }; done
+      [ -z "$p" ] || [ -n "$keep" ] || stale+=("$p")
+    done < "$f"
+  fi
+  if [ "${#stale[@]}" -gt 0 ] && [ "$KHW_KEEP_STALE" = 1 ]; then
+    KHW_OWNED+=("${stale[@]}")
+  elif [ "${#stale[@]}" -gt 0 ]; then
+    khw_remove "${stale[@]}"
+    khw_log "removed what this step no longer installs: ${stale[*]}"
+  fi
+  mkdir -p "${f%/*}"
+  printf '%s\n' "${KHW_OWNED[@]}" > "$f.tmp" && mv -f "$f.tmp" "$f"
+}
+
+khw_disown() { # teardown
+  local f="$KHW_STATE/owned/$KHW_STEP" p
+  if [ -f "$f" ]; then
+    while IFS= read -r p; do [ -z "$p" ] || khw_remove "$p"; done < "$f"
+    rm -f "$f"
+  fi
+  rmdir "${f%/*}" "$KHW_STATE" 2>/dev/null || true
+}
+
 # --- holders: the instances of this step that hold what it installed
 # Pulumi replaces a resource by creating the new instance before deleting the old one
 # (`pulumi up --replace`, a renamed host or component). Each create adds a line to the step's
@@ -184,7 +243,9 @@ khw_finish() { # on exit: a step that succeeded holds for good; a create that fa
   # forgotten by Pulumi (the next `up` creates it again), so it gives up its line
   local rc=$? f; f=$(khw_holders)
   [ -f "$f" ] || return 0
-  if [ "$rc" = 0 ]; then sed -i '$s/^pending$/held/' "$f"
+  if [ "$rc" = 0 ]; then
+    sed -i '$s/^pending$/held/' "$f"
+    khw_prune || khw_log "WARNING: could not remove what this step no longer installs"
   elif [ "$KHW_MODE" = create ]; then sed -i '${/^pending$/d}' "$f"; fi
 }
 

@@ -45,6 +45,8 @@ def plain(v):
 
 
 class Mocks(pulumi.runtime.Mocks):
+    stack_outputs: dict = {}
+
     def new_resource(self, args: pulumi.runtime.MockResourceArgs):
         t, name, i = args.typ, args.name, dict(args.inputs)
         out = dict(i)
@@ -64,6 +66,8 @@ class Mocks(pulumi.runtime.Mocks):
         return f"{name}-id", out
 
     def call(self, args: pulumi.runtime.MockCallArgs):
+        if args.token == "pulumi:pulumi:readStackOutputs":  # components/upgrade.py
+            return {"name": args.args.get("name"), "outputs": dict(self.stack_outputs), "secretOutputNames": []}
         return {}
 
 
@@ -79,6 +83,7 @@ class Res:
     secret_outputs: set[str]
     provider: str  # "<provider urn>::<id>", empty for the default provider
     ignore_changes: list[str]
+    aliases: list[str]  # the names of its aliases (the engine matches old resources by them)
 
 
 class RecordingMonitor(pmocks.MockMonitor):
@@ -100,7 +105,8 @@ class RecordingMonitor(pmocks.MockMonitor):
             self.records.append(Res(type=request.type, name=request.name, urn=resp.urn, parent=request.parent,
                                     inputs=inputs, deps=deps, secret_inputs=secret,
                                     secret_outputs=set(request.additionalSecretOutputs),
-                                    provider=request.provider, ignore_changes=list(request.ignoreChanges)))
+                                    provider=request.provider, ignore_changes=list(request.ignoreChanges),
+                                    aliases=[a.spec.name for a in request.aliases if a.HasField("spec")]))
         return resp
 
 
@@ -140,7 +146,8 @@ class Graph:
         return self.get(b).urn in self.ancestors(self.get(a))
 
 
-def evaluate(raw: dict, mocks: "Mocks | None" = None, preview: bool = True) -> Graph:
+def evaluate(raw: dict, mocks: "Mocks | None" = None, preview: bool = True, deployed: "dict | None" = None) -> Graph:
+    """The program's graph for the config `raw`; `deployed`: the versions running (an upgrade)."""
     m = mocks or Mocks()
     mon = RecordingMonitor(m)
     pulumi.runtime.set_mocks(m, project="kube-hardway", stack="test", preview=preview, monitor=mon)
@@ -149,7 +156,7 @@ def evaluate(raw: dict, mocks: "Mocks | None" = None, preview: bool = True) -> G
     @pulumi.runtime.test
     def program():
         cfg = cfgmod.load(raw)
-        holder["cluster"] = build(cfg)
+        holder["cluster"] = build(cfg, deployed)
         return holder["cluster"].control_plane.admin_kubeconfig.apply(lambda _: None)
 
     program()

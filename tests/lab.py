@@ -31,8 +31,13 @@ KUBECTL = MIRROR.parent / "kubernetes" / f"v{K8S}" / "kubectl"
 
 
 def real_kubernetes() -> bool:
-    kubelet = MIRROR / f"kubernetes/v{K8S}/bin/linux/amd64/kubelet"
-    return kubelet.exists() and not kubelet.read_bytes().startswith(b"#!")
+    return has_kubernetes(K8S)
+
+
+def has_kubernetes(version: str) -> bool:
+    """The lab mirror serves real Kubernetes binaries of `version` (not placeholders)."""
+    kubelet = MIRROR / f"kubernetes/v{version}/bin/linux/amd64/kubelet"
+    return kubelet.exists() and not kubelet.read_bytes()[:2] == b"#!"
 
 
 def find_engine() -> bool:

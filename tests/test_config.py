@@ -253,9 +253,9 @@ def test_evaluation_fails_before_any_resource():
 # ---------------------------------------------------------------- the program's entry point
 
 
-def _run_main(config: dict) -> dict:
-    """Run __main__.py under mocks with `config` as the engine would pass it; return its exports,
-    resolved."""
+def _run_main(config: dict, stack_outputs: "dict | None" = None) -> dict:
+    """Run __main__.py under mocks with `config` as the engine would pass it (and `stack_outputs`
+    as the stack's outputs of its last `up`); return its exports, resolved."""
     import json
     import os
     import runpy
@@ -266,7 +266,9 @@ def _run_main(config: dict) -> dict:
     from conftest import ROOT, Mocks
 
     os.environ.setdefault("SSH_AUTH_SOCK", "/tmp/test-agent.sock")
-    pulumi.runtime.set_mocks(Mocks(), project="kube-hardway", stack="test", preview=False)
+    mocks = Mocks()
+    mocks.stack_outputs = stack_outputs or {}
+    pulumi.runtime.set_mocks(mocks, project="kube-hardway", stack="test", preview=False)
     runtime_config.set_all_config({f"kube-hardway:{k}": v if isinstance(v, str) else json.dumps(v)
                                    for k, v in config.items()})
     exports: dict = {}
@@ -293,10 +295,28 @@ def test_the_entry_point_reads_the_stack_config_and_exports():
     from conftest import plain
     resolved = _run_main(dev_config())
     assert sorted(resolved) == ["apiEndpoint", "caCertificate", "dashboardToken", "dashboardUrl", "etcdEndpoints",
-                                "kubeconfig", "nodes"]
+                                "kubeconfig", "nodes", "versions"]
+    assert resolved["versions"] == {"kubernetes": "1.33.4", "etcd": "3.5.21"}
     assert resolved["apiEndpoint"] == "https://192.0.2.100:6443"
     assert resolved["nodes"] == ["master01", "master02", "node01", "node02"]
     assert "client-key-data" in plain(resolved["kubeconfig"])
+
+
+def test_the_entry_point_refuses_a_skipped_minor_version_before_any_resource():
+    import pulumi
+    from conftest import Mocks
+    raw = dict(single_cp_config(), versions={"kubernetes": "1.35.1"})
+    registered = []
+    real = Mocks.new_resource
+    Mocks.new_resource = lambda self, args: (registered.append(args.name), real(self, args))[1]
+    try:
+        with pytest.raises(pulumi.RunError, match=r"versions\.kubernetes: 1\.33\.4 -> 1\.35\.1 skips a minor"):
+            _run_main(raw, stack_outputs={"versions": {"kubernetes": "1.33.4", "etcd": "3.5.21"}})
+    finally:
+        Mocks.new_resource = real
+    assert registered == []  # nothing was registered, let alone run
+    _run_main(dict(single_cp_config(), versions={"kubernetes": "1.34.1"}),
+              stack_outputs={"versions": {"kubernetes": "1.33.4", "etcd": "3.5.21"}})
 
 
 def test_a_misspelt_stack_config_key_is_an_error():

@@ -25,8 +25,7 @@ NODES = ["lab1", "lab2", "lab3"]  # the control planes are (tainted) workers too
 SINGLE_STEPS = {
     "lab1": ["prep", "binaries", "etcd", "etcd-health", "kube-apiserver", "kube-controller-manager",
              "kube-scheduler", "api-ready", "containerd", "kubelet", "kube-proxy", "nodes-registered", "smoke-test",
-             "cni-flannel", "node-drainer", "drain-lab1", "drain-lab2", "drain-lab3", "forget-lab1", "forget-lab2",
-             "forget-lab3"],
+             "cni-flannel", "node-drainer"],
     "lab2": ["prep", "binaries", "etcd", "containerd", "kubelet", "kube-proxy", "cni-flannel"],
     "lab3": ["prep", "binaries", "etcd", "containerd", "kubelet", "kube-proxy", "cni-flannel"],
 }
@@ -191,8 +190,10 @@ def test_preview_lists_every_step_and_touches_no_host(single):
     # the only logins are the counting ones, one per host per count
     assert {h: after[h] - before[h] for h in HOSTS} == {h: 1 for h in HOSTS}
     steps = sorted(s["urn"].split("::")[-1] for s in plan["steps"] if s["urn"].split("::")[-2].endswith(COMMAND))
-    assert steps == sorted(f"{h}-{s}" for h, ss in SINGLE_STEPS.items() for s in ss)
-    assert all(s["op"] == "create" for s in plan["steps"] if s["op"] != "same")
+    # a worker's drain and forget steps (on lab1) are named after the worker alone
+    assert steps == sorted([f"{h}-{s}" for h, ss in SINGLE_STEPS.items() for s in ss]
+                           + [f"{a}-{h}" for h in SINGLE_STEPS for a in ("drain", "forget")])
+    assert all(s["op"] == "create" for s in plan["steps"] if s["op"] not in ("same", "read"))  # read: the StackReference
 
 
 def test_up_makes_a_cluster(single):
@@ -207,6 +208,29 @@ def test_up_makes_a_cluster(single):
     assert exp.strip(), "the bootstrap token has no expiration"
     single.expiration = exp
     single.collect_secrets()
+
+
+def test_a_skipped_minor_version_is_refused_by_the_preview(single):
+    """The stack exports what runs; the next preview checks the config against it (Kubernetes'
+    and etcd's skew rules) and refuses a skipped or backward minor version, naming the field,
+    before any host is touched; a patch version passes the check."""
+    import json
+    assert json.loads(single.pulumi("stack", "output", "versions", "--json")) == {"kubernetes": "1.33.4",
+                                                                                   "etcd": "3.4.23"}
+    keys = stack_keys()
+    before = logins()
+    single.write_config({**keys, "versions": {**keys["versions"], "kubernetes": "1.35.0", "etcd": "3.3.0"}})
+    r = single.run("preview", check=False)
+    after = logins()
+    out = r.stdout + r.stderr
+    assert r.returncode != 0
+    assert "versions.kubernetes: 1.33.4 -> 1.35.0 skips a minor version" in out and "1.33 -> 1.34 -> 1.35" in out, out
+    assert "versions.etcd: 3.3.0 is older than the deployed 3.4.23" in out, out
+    assert {h: after[h] - before[h] for h in HOSTS} == {h: 1 for h in HOSTS}  # the counting logins only
+    single.write_config({**keys, "versions": {**keys["versions"], "kubernetes": "1.33.5"}})
+    plan = single.preview_json()  # a patch version: checked and let through (the lab mirror lacks it)
+    assert any(k.endswith("-binaries") for k in changed_steps(plan)), changed_steps(plan)
+    single.write_config(keys)
 
 
 def test_the_cluster_works(single):
@@ -391,7 +415,7 @@ def test_a_worker_removed_is_drained_first_and_added_back_alone(single):
     single.write_config(without)
     plan = changed_steps(single.preview_json())
     deleted = {k for k, op in plan.items() if op == "delete"}
-    assert {"lab1-drain-lab3", "lab1-forget-lab3", "lab3-kubelet", "lab3-kube-proxy", "lab3-containerd", "lab3-cni-flannel",
+    assert {"drain-lab3", "forget-lab3", "lab3-kubelet", "lab3-kube-proxy", "lab3-containerd", "lab3-cni-flannel",
             "lab3-labels", "lab3"} <= deleted, plan
     assert all(k.startswith("lab3") or "lab3" in k or op != "delete" for k, op in plan.items()), plan
     touched_elsewhere = {k for k, op in plan.items() if op != "delete" and not k.startswith("lab3")}
@@ -400,9 +424,9 @@ def test_a_worker_removed_is_drained_first_and_added_back_alone(single):
     r = single.up()
     out = r.stdout
     # the drain's teardown ended before lab3's kubelet was touched
-    assert re.search(r"lab1-drain-lab3 deleted", out) and re.search(r"lab3-kubelet deleting", out), out[-3000:]
-    assert out.index("lab1-drain-lab3 deleted") < out.index("lab3-kubelet deleting"), out[-3000:]
-    assert out.index("lab3-kubelet deleted") < out.index("lab1-forget-lab3 deleting"), out[-3000:]
+    assert re.search(r"drain-lab3 deleted", out) and re.search(r"lab3-kubelet deleting", out), out[-3000:]
+    assert out.index("drain-lab3 deleted") < out.index("lab3-kubelet deleting"), out[-3000:]
+    assert out.index("lab3-kubelet deleted") < out.index("forget-lab3 deleting"), out[-3000:]
     assert "node/lab3" not in single.kubectl("get", "nodes", "-o", "name")
     wait_for("no pod left on lab3", lambda: on_lab3() == [], timeout=30, every=2)
     for p in moved:  # the evicted pods' workloads run again elsewhere
@@ -472,6 +496,53 @@ def test_etcd_backup_timer_and_restore(single):
     check_cluster(single, NODES)
 
 
+UPGRADE_TO = "1.34.1"  # a minor version (the Go proxy serves no 1.33.5 staging modules)
+
+
+@pytest.mark.skipif(not lab.has_kubernetes(UPGRADE_TO), reason=f"the lab mirror has no Kubernetes {UPGRADE_TO} "
+                    f"(lab/build-kubernetes.sh {UPGRADE_TO}; lab/mirror.sh build)")
+def test_an_upgrade_goes_control_plane_first_then_one_node_at_a_time(single, capsys):
+    """versions.kubernetes 1.33.4 -> 1.34.1 (a minor version): the preview updates every host's binaries, the
+    control plane's services and each node's drain and uncordon steps; `up` restarts the
+    apiserver before any kubelet, then per node: cordon + drain, kubelet restart, Ready at the new
+    version, uncordon, and only then the next node. Afterwards every node runs 1.33.5, none is
+    cordoned, the workloads run, the stack exports the new versions, and nothing is left to do.
+    (The lab builds no second patch version: the Go module proxy serves 1.33.5 without its
+    staging modules. A patch upgrade takes the same path.)"""
+    import json
+    keys = stack_keys()
+    single.write_config({**keys, "versions": {**keys["versions"], "kubernetes": UPGRADE_TO}})
+    plan = changed_steps(single.preview_json())
+    for h in HOSTS:
+        assert plan.get(f"{h}-binaries") == "update" and plan.get(f"{h}-kubelet") == "update", plan
+        assert plan.get(f"forget-{h}") == "update" and plan.get(f"drain-{h}") == "update", plan
+    assert plan.get("lab1-kube-apiserver") == "update", plan
+    t0 = time.time()
+    out = single.up().stdout
+    took = time.time() - t0
+    first_kubelet = min(out.index(f"[{n} kubelet] restarting kubelet.service") for n in NODES)
+    assert out.index("[lab1 kube-apiserver] kube-apiserver ready") < first_kubelet, out[-4000:]
+    marks = []
+    for n in NODES:
+        drained = out.index(f"node {n} drained for its upgrade")
+        restarted = out.index(f"[{n} kubelet] restarting kubelet.service")
+        uncordoned = out.index(f"node {n} upgraded and uncordoned")
+        assert drained < restarted < uncordoned, (n, out[-4000:])
+        marks.append((drained, uncordoned))
+    marks.sort()
+    for (_, done), (start, _) in zip(marks, marks[1:]):
+        assert done < start, "two nodes were upgraded at the same time"
+    nodes = json.loads(single.kubectl("get", "nodes", "-o", "json"))["items"]
+    assert {n["status"]["nodeInfo"]["kubeletVersion"] for n in nodes} == {f"v{UPGRADE_TO}"}
+    assert not [n["metadata"]["name"] for n in nodes if n["spec"].get("unschedulable")]
+    assert json.loads(single.kubectl("version", "-o", "json"))["serverVersion"]["gitVersion"] == f"v{UPGRADE_TO}"
+    check_workloads(single, NODES)
+    assert json.loads(single.pulumi("stack", "output", "versions", "--json"))["kubernetes"] == UPGRADE_TO
+    single.run("preview", "--expect-no-changes")
+    with capsys.disabled():
+        print(f"\nupgrade to {UPGRADE_TO} of 3 nodes, one at a time: {took:.0f} s")
+
+
 def test_destroy_leaves_nothing(single):
     single.run("destroy", "--yes", "--skip-preview")
     for h in HOSTS:
@@ -529,39 +600,200 @@ def test_ha_up_and_failover(ha):
     ha.up("--expect-no-changes")
 
 
-def test_ha_renewal_rolls_the_control_planes(ha, capsys):
-    """Renewed apiserver and etcd certificates restart etcd and the apiservers one host at a
-    time: through the VIP the API keeps answering while they restart. A connection that fails
-    is an outage; a 429 (Retry-After, a stopping apiserver) is retried by clients; a 500 or
-    403 comes from an apiserver that listens before it is ready (nginx cannot probe /readyz),
-    counted and shown."""
-    stop = threading.Event()
-    seen: list[str] = []
+class VipProbe:
+    """Polls /readyz through the VIP from lab3 every 0.5 s while in use. A connection that fails
+    is an outage; a 429 (Retry-After, a stopping apiserver) is retried by clients; a 500 or 403
+    comes from an apiserver that listens before it is ready (nginx cannot probe /readyz)."""
 
-    def poll():
-        while not stop.is_set():
+    def __enter__(self):
+        self.stop = threading.Event()
+        self.seen: list[str] = []
+        self.thread = threading.Thread(target=self.poll)
+        self.thread.start()
+        return self
+
+    def poll(self):
+        while not self.stop.is_set():
             code = ssh("lab3", f"curl -s -o /dev/null -w '%{{http_code}}' --max-time 2 --cacert /opt/kubernetes/ssl/ca.pem "
                                f"https://{lab.VIP}:{lab.LB_PORT}/readyz || true").strip()
-            seen.append(code)
+            self.seen.append(code)
             time.sleep(0.5)
 
-    t = threading.Thread(target=poll)
-    t.start()
-    try:
-        certs = [u for u in ha.urns("tls:index/locallySignedCert:LocallySignedCert")
-                 if re.search(r"::(apiserver|etcd-server-lab\d|etcd-peer-lab\d)$", u)]
-        r = ha.up(*[a for u in certs for a in ("--replace", u)])
-    finally:
-        stop.set()
-        t.join()
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join()
+
+    @property
+    def down(self) -> list[str]:
+        return [c for c in self.seen if c in ("000", "502", "503", "504")]
+
+    def summary(self) -> str:
+        return f"{len(self.seen)} probes, " + ", ".join(f"{c}: {self.seen.count(c)}" for c in sorted(set(self.seen)))
+
+
+def near_expiry(e: Engine, pattern: str) -> list[str]:
+    """Move the recorded expiry of the matching certificates to an hour from now, as if their
+    time had passed: the validity is counted in hours, and a certificate made short-lived in the
+    lab would still need hours to come near its end. pulumi-tls compares it with the clock and
+    its early-renewal window at every plan."""
+    import json
+    import tempfile
+    from datetime import datetime, timedelta, timezone
+    state = json.loads(e.pulumi("stack", "export"))
+    soon = (datetime.now(timezone.utc) + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    names = []
+    for r in state["deployment"]["resources"]:
+        if r["type"] == "tls:index/locallySignedCert:LocallySignedCert" and re.search(pattern, r["urn"]):
+            r["outputs"]["validityEndTime"] = soon
+            names.append(r["urn"].split("::")[-1])
+    with tempfile.NamedTemporaryFile("w", suffix=".json") as f:
+        json.dump(state, f)
+        f.flush()
+        e.pulumi("stack", "import", "--file", f.name)
+    return names
+
+
+def test_ha_renewal_rolls_the_control_planes(ha, capsys):
+    """The apiserver's and the etcd members' certificates near their expiry: the preview replaces
+    them by itself (no --replace), and `up` restarts etcd and the apiservers one host at a time
+    while through the VIP the API keeps answering (VipProbe)."""
+    serial = lab.serving_serial("lab1")
+    renewed = near_expiry(ha, r"::(apiserver|etcd-server-lab\d|etcd-peer-lab\d)$")
+    assert len(renewed) == 7, renewed
+    plan = changed_steps(ha.preview_json())
+    assert {n for n in renewed if plan.get(n) == "replace"} == set(renewed), plan
+    with VipProbe() as probe:
+        r = ha.up()
     order = [m.group(1) for m in re.finditer(r"\[(lab\d kube-apiserver)\] restarting", r.stdout)]
     assert order == ["lab1 kube-apiserver", "lab2 kube-apiserver"]
-    down = [c for c in seen if c in ("000", "502", "503", "504")]
-    assert len(seen) > 10 and down == [], f"{len(down)} of {len(seen)} probes found no apiserver: {seen}"
+    order = [m.group(1) for m in re.finditer(r"\[(lab\d) etcd\] restarting", r.stdout)]
+    assert order == ["lab1", "lab2", "lab3"]
+    assert lab.serving_serial("lab1") != serial
+    assert len(probe.seen) > 10 and probe.down == [], f"{len(probe.down)} probes found no apiserver: {probe.seen}"
     with capsys.disabled():
-        print(f"\nrolling renewal through the VIP: {len(seen)} probes, " + ", ".join(
-            f"{c}: {seen.count(c)}" for c in sorted(set(seen))))
+        print(f"\nrenewal near expiry, rolling, through the VIP: {probe.summary()}")
+    ha.run("preview", "--expect-no-changes")  # renewed for a full validity
     ha.collect_secrets()
+
+
+def etcd_members(host: str = "lab1") -> list[list[str]]:
+    """`member list` as rows: ID, status, name, peer URLs, client URLs, is learner."""
+    out = ssh(host, ETCDCTL.format(ip="127.0.0.1") + TLS + " member list -w simple")
+    return [line.split(", ") for line in out.strip().splitlines()]
+
+
+def test_ha_etcd_members_leave_and_join_without_an_outage(ha, capsys):
+    """etcd from 3 members to 1 (lab2 and lab3 leave) and back to 3, each an edit of the config
+    and `pulumi up`, with the API answering through the VIP all along. The preview shows the
+    leaving members' steps deleted and no etcd restart; a snapshot precedes each change; the
+    member that stays is never restarted; the joining members come in as learners and are
+    promoted; what was written before is still there."""
+    keys = stack_keys(ha=True)
+    for h in HOSTS:  # snapshots are data: destroy keeps them, so an earlier run's may be there
+        ssh(h, "rm -rf /var/backups/etcd")
+    ha.kubectl("create", "configmap", "membership-probe", "-n", "default", "--from-literal=v=kept")
+    before = invocations()
+    one = {**keys, "hosts": [{**h, "roles": [r for r in h["roles"] if r != "etcd" or h["name"] == "lab1"]}
+                             for h in keys["hosts"]]}
+    ha.write_config(one)
+    plan = changed_steps(ha.preview_json())
+    assert {k for k, op in plan.items() if op == "delete"} >= {"lab2-etcd", "lab3-etcd"}, plan
+    assert plan.get("lab1-etcd") == "update", plan  # its member list file only
+    timings = {}
+    with VipProbe() as leave:
+        t0 = time.time()
+        r = ha.up()
+        timings["3 -> 1"] = time.time() - t0
+    out = r.stdout
+    assert re.search(r"\[lab1 etcd-health\] leaving the etcd cluster next: lab2,lab3; snapshot first", out), out[-3000:]
+    assert "[lab3 etcd] left the etcd cluster (2 members remain)" in out, out[-3000:]
+    assert "[lab2 etcd] left the etcd cluster (1 members remain)" in out, out[-3000:]
+    assert [m[2] for m in etcd_members()] == ["lab1"]
+    after = invocations()
+    assert after["lab1/etcd"] == before["lab1/etcd"], "lab1's etcd restarted"
+    assert ssh("lab1", "ls /var/backups/etcd/before-remove-lab2-lab3-*.db | wc -l").strip() == "1"
+
+    before = invocations()
+    ha.write_config(keys)
+    plan = changed_steps(ha.preview_json())
+    assert plan.get("lab2-etcd") == "create" and plan.get("lab3-etcd") == "create", plan
+    with VipProbe() as join:
+        t0 = time.time()
+        r = ha.up()
+        timings["1 -> 3"] = time.time() - t0
+    out = r.stdout
+    for h in ("lab2", "lab3"):
+        assert f"[{h} etcd] added to the running etcd cluster as a learner" in out, out[-3000:]
+        assert f"[{h} etcd] promoted from learner to voting member" in out, out[-3000:]
+        assert ssh(h, "ls /var/backups/etcd/before-add-*.db | wc -l").strip() == "1", h
+    members = etcd_members()
+    assert sorted(m[2] for m in members) == ["lab1", "lab2", "lab3"] and {m[5] for m in members} == {"false"}, members
+    assert invocations()["lab1/etcd"] == before["lab1/etcd"], "lab1's etcd restarted"
+    assert ha.kubectl("get", "configmap", "membership-probe", "-n", "default", "-o", "jsonpath={.data.v}") == "kept"
+    ha.kubectl("delete", "configmap", "membership-probe", "-n", "default")
+    for probe in (leave, join):
+        assert len(probe.seen) > 10 and probe.down == [], f"{len(probe.down)} probes found no apiserver: {probe.seen}"
+    with capsys.disabled():
+        print(f"\netcd 3 -> 1 members ({timings['3 -> 1']:.0f} s) through the VIP: {leave.summary()}"
+              f"\netcd 1 -> 3 members ({timings['1 -> 3']:.0f} s) through the VIP: {join.summary()}")
+    ha.run("preview", "--expect-no-changes")
+    check_cluster(ha, NODES)
+    for h in HOSTS:
+        ssh(h, "rm -rf /var/backups/etcd")
+
+
+def test_ha_a_control_plane_and_lb_host_added_and_removed_without_an_outage(ha, capsys):
+    """lab3 becomes a third control plane and LB host, then goes back to etcd + worker. The
+    apiserver certificate (SANs) is renewed and the apiservers restart one at a time; the new
+    apiserver is ready before nginx sends to it, and the upstream and VRRP peer lists are reloaded,
+    not restarted: the VIP stays on lab1 and through it the API answers all along. Leaving, lab3 is
+    dropped from the upstreams before its apiserver stops."""
+    keys = stack_keys(ha=True)
+    three = {**keys, "hosts": [{**h, "roles": ["etcd", "control-plane", "loadbalancer", "worker"]}
+                               if h["name"] == "lab3" else h for h in keys["hosts"]]}
+    before = invocations()
+    ha.write_config(three)
+    plan = changed_steps(ha.preview_json())
+    assert {k for k, op in plan.items() if op == "create"} == {
+        "lab3-kube-apiserver", "lab3-kube-controller-manager", "lab3-kube-scheduler", "lab3-lb-packages", "lab3-api-lb"}, plan
+    assert plan["apiserver"] == "replace" and plan["lab1-api-lb"] == plan["lab2-api-lb"] == "update", plan
+    timings = {}
+    with VipProbe() as grow:
+        t0 = time.time()
+        r = ha.up()
+        timings["add"] = time.time() - t0
+    out = r.stdout
+    for h in ("lab1", "lab2"):
+        assert f"[{h} api-lb] reloading kube-apiserver-lb.service" in out, out[-3000:]
+        assert f"[{h} api-lb] reloading kube-apiserver-vip.service" in out, out[-3000:]
+    assert out.index("[lab3 kube-apiserver] kube-apiserver ready") < out.index("[lab1 api-lb] reloading"), out[-3000:]
+    after = invocations()
+    for u in ("kube-apiserver-lb", "kube-apiserver-vip"):  # reloaded, not restarted
+        assert after[f"lab1/{u}"] == before[f"lab1/{u}"] and after[f"lab2/{u}"] == before[f"lab2/{u}"], u
+    assert ssh("lab1", f"ip -o -4 addr show | grep -c {lab.VIP} || true").strip() == "1"
+    assert ssh("lab3", "curl -fsS --max-time 5 --cacert /opt/kubernetes/ssl/ca.pem https://127.0.0.1:6443/readyz") == "ok"
+    ha.run("preview", "--expect-no-changes")
+
+    ha.write_config(keys)
+    plan = changed_steps(ha.preview_json())
+    assert {k for k, op in plan.items() if op == "delete"} == {
+        "lab3-kube-apiserver", "lab3-kube-controller-manager", "lab3-kube-scheduler", "lab3-lb-packages", "lab3-api-lb"}, plan
+    with VipProbe() as shrink:
+        t0 = time.time()
+        r = ha.up()
+        timings["remove"] = time.time() - t0
+    out = r.stdout
+    assert out.index("[lab2 api-lb] reloading kube-apiserver-lb.service") < out.index("lab3-kube-apiserver deleting"), out[-3000:]
+    assert ssh("lab3", "systemctl list-unit-files 'kube-apiserver*' 'kube-controller*' 'kube-scheduler*' --no-legend "
+                       "| wc -l").strip() == "0"
+    assert ssh("lab1", f"ip -o -4 addr show | grep -c {lab.VIP} || true").strip() == "1"
+    for probe in (grow, shrink):
+        assert len(probe.seen) > 10 and probe.down == [], f"{len(probe.down)} probes found no apiserver: {probe.seen}"
+    with capsys.disabled():
+        print(f"\ncontrol plane + LB host added ({timings['add']:.0f} s) through the VIP: {grow.summary()}"
+              f"\ncontrol plane + LB host removed ({timings['remove']:.0f} s) through the VIP: {shrink.summary()}")
+    ha.run("preview", "--expect-no-changes")
+    check_cluster(ha, NODES)
 
 
 def test_ha_destroy_leaves_nothing(ha):

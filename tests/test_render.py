@@ -55,12 +55,32 @@ def test_scheduler_leader_election(ha):
 
 
 def test_etcd_member_config(ha):
-    conf = files(ha, "node01-etcd")["/opt/etcd/cfg/etcd.conf"][1]
-    assert 'ETCD_NAME="node01"' in conf
+    f = files(ha, "node01-etcd")
+    conf = f["/opt/etcd/cfg/etcd.conf"][1]
+    assert 'ETCD_NAME="node01"' in conf and "INITIAL_CLUSTER" not in conf
+    # the member list: a file of its own, the same on every member
+    members = f["/opt/etcd/cfg/etcd-cluster.conf"][1]
     assert ('ETCD_INITIAL_CLUSTER="master01=https://192.0.2.10:2380,node01=https://192.0.2.11:2380,'
-            'node02=https://192.0.2.12:2380"') in conf
+            'node02=https://192.0.2.12:2380"') in members
+    assert 'ETCD_INITIAL_CLUSTER_STATE="new"' in members
+    assert members == files(ha, "master01-etcd")["/opt/etcd/cfg/etcd-cluster.conf"][1]
     assert 'ETCD_LISTEN_CLIENT_URLS="https://192.0.2.11:2379,https://127.0.0.1:2379"' in conf
     assert 'ETCD_CLIENT_CERT_AUTH="true"' in conf and 'ETCD_PEER_CLIENT_CERT_AUTH="true"' in conf
+
+
+def test_an_etcd_member_added_changes_only_the_member_list_of_the_others():
+    """Going from 1 to 3 members: the first member's step changes only etcd-cluster.conf, which
+    etcd.sh does not restart etcd for; the teardown leaves the cluster before etcd stops."""
+    one = {**single_cp_config(), "hosts": [{**h, "roles": [r for r in h["roles"] if r != "etcd" or h["name"] == "cp1"]}
+                                           for h in single_cp_config()["hosts"]]}
+    before, after = evaluate(one), evaluate(single_cp_config())
+    a, b = files(before, "cp1-etcd"), files(after, "cp1-etcd")
+    assert {p for p in a.keys() | b.keys() if a.get(p) != b.get(p)} == {"/opt/etcd/cfg/etcd-cluster.conf"}
+    assert after.depends_on("w1-etcd", "cp1-etcd")  # members start one after the other
+    body = open("scripts/etcd.sh").read()
+    assert "khw_service etcd.service /var/lib/kube-hardway/ /opt/etcd/ssl/ /opt/etcd/cfg/etcd.conf\n" in body
+    delete = after.get("w1-etcd").inputs["delete"]
+    assert delete.index("member remove") < delete.index("khw_remove_unit etcd.service")
 
 
 def sans(g, cert):

@@ -81,6 +81,37 @@ def test_step_is_idempotent_and_restarts_only_on_change(tmp_path):
     assert (tmp_path / "cfg").is_dir() and (tmp_path / "ssl").is_dir()
 
 
+def test_a_file_the_step_no_longer_installs_is_removed(tmp_path):
+    """A host that loses a role: its step's next run installs fewer files (binaries, CA files);
+    the ones the previous run installed are removed, after the run succeeded. Teardown removes
+    whatever the last run installed, and the step's record."""
+    a, b, c = (tmp_path / n for n in ("a.pem", "b.pem", "bin/c"))
+    own_c = f'mkdir -p {c.parent}; echo x > {c}; khw_own {c}\n'
+    r = step("t", [(str(a), "A\n", "0644"), (str(b), "B\n", "0644")], own_c, {})
+    assert r.returncode == 0 and a.exists() and b.exists() and c.exists(), r.stderr
+    failed = step("t", [(str(a), "A\n", "0644")], "false\n", {}, mode="update")
+    assert failed.returncode != 0 and b.exists() and c.exists()  # only a run that succeeded prunes
+    r = step("t", [(str(a), "A\n", "0644")], "", {}, mode="update")
+    assert r.returncode == 0 and a.exists() and not b.exists() and not c.exists(), r.stderr
+    assert "removed what this step no longer installs" in r.stdout
+    r = step("t", [(str(a), "A\n", "0644")], own_c, {}, mode="update")
+    assert c.exists()
+    gone = teardown("t", [str(a)], [])  # c is not among the paths Pulumi knows: the record has it
+    assert gone.returncode == 0 and not a.exists() and not c.exists(), gone.stderr
+    assert not (Path(STATE)).exists()  # nothing of the step's own records is left
+
+    # binaries (KHW_KEEP_STALE=1): what a lost role needed stays until teardown, since that
+    # role's services are torn down after this step ran (containerd needs runc to stop pods)
+    keep = "KHW_KEEP_STALE=1\n"
+    r = step("b", [(str(a), "A\n", "0644")], keep + own_c, {})
+    assert r.returncode == 0 and c.exists(), r.stderr
+    r = step("b", [(str(a), "A\n", "0644")], keep, {}, mode="update")
+    assert r.returncode == 0 and c.exists(), r.stderr
+    step("b", [(str(a), "A\n", "0644")], keep, {}, mode="update")  # still listed after another run
+    gone = teardown("b", [str(a)], [])
+    assert gone.returncode == 0 and not a.exists() and not c.exists(), gone.stderr
+
+
 def test_teardown_prunes_only_owned_folders(tmp_path):
     cmd = ('KHW_OWN_DIRS="%s/own"; mkdir -p %s/own/a/b %s/system/bin; touch %s/own/a/b/f %s/system/bin/g; '
            'khw_remove %s/own/a/b/f %s/system/bin/g\n') % ((tmp_path,) * 7)
