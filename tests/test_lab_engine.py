@@ -601,23 +601,39 @@ def test_ha_up_and_failover(ha):
 
 
 class VipProbe:
-    """Polls /readyz through the VIP from lab3 every 0.5 s while in use. A connection that fails
-    is an outage; a 429 (Retry-After, a stopping apiserver) is retried by clients; a 500 or 403
-    comes from an apiserver that listens before it is ready (nginx cannot probe /readyz)."""
+    """Asks for /readyz through the VIP four times a second while in use, from the machine the
+    lab runs on (outside the cluster, as a client would; not from a lab machine that the change
+    itself may keep busy), a new TLS connection each time, verified against the cluster CA. A
+    connection that fails is an outage ("000"); a 429 (Retry-After, a stopping apiserver) is
+    retried by clients; a 500 or 403 comes from an apiserver that listens before it is ready
+    (nginx cannot probe /readyz)."""
+
+    def __init__(self, e: Engine):
+        import ssl
+        self.tls = ssl.create_default_context(cadata=e.pulumi("stack", "output", "caCertificate").strip())
 
     def __enter__(self):
         self.stop = threading.Event()
         self.seen: list[str] = []
+        self.failures: list[str] = []  # when and why, for the ones that found no apiserver
         self.thread = threading.Thread(target=self.poll)
         self.thread.start()
         return self
 
     def poll(self):
+        import http.client
         while not self.stop.is_set():
-            code = ssh("lab3", f"curl -s -o /dev/null -w '%{{http_code}}' --max-time 2 --cacert /opt/kubernetes/ssl/ca.pem "
-                               f"https://{lab.VIP}:{lab.LB_PORT}/readyz || true").strip()
+            c = http.client.HTTPSConnection(lab.VIP, lab.LB_PORT, timeout=2, context=self.tls)
+            try:
+                c.request("GET", "/readyz")
+                code = str(c.getresponse().status)
+            except Exception as ex:  # noqa: BLE001 - any failure to get an answer
+                code = "000"
+                self.failures.append(f"{time.strftime('%H:%M:%S')} {type(ex).__name__}: {ex}")
+            finally:
+                c.close()
             self.seen.append(code)
-            time.sleep(0.5)
+            time.sleep(0.25)
 
     def __exit__(self, *exc):
         self.stop.set()
@@ -627,8 +643,32 @@ class VipProbe:
     def down(self) -> list[str]:
         return [c for c in self.seen if c in ("000", "502", "503", "504")]
 
+    def assert_no_outage(self) -> None:
+        assert len(self.seen) > 10 and self.down == [], \
+            f"{len(self.down)} of {len(self.seen)} probes found no apiserver: {self.failures} {self.seen}"
+
     def summary(self) -> str:
         return f"{len(self.seen)} probes, " + ", ".join(f"{c}: {self.seen.count(c)}" for c in sorted(set(self.seen)))
+
+
+def probed_up(e: Engine) -> tuple[str, VipProbe, float]:
+    """`up` while VipProbe polls through the VIP: its output, the probe, its seconds."""
+    with VipProbe(e) as probe:
+        t0 = time.time()
+        out = e.up().stdout
+    return out, probe, time.time() - t0
+
+
+def no_outage_and_settled(e: Engine, capsys, runs: dict[str, tuple[VipProbe, float]]) -> None:
+    """Each probed `up` found an apiserver every time (figures printed), the stack has nothing left
+    to do and the cluster checks pass."""
+    for probe, _ in runs.values():
+        probe.assert_no_outage()
+    with capsys.disabled():
+        for what, (probe, seconds) in runs.items():
+            print(f"\n{what} ({seconds:.0f} s) through the VIP: {probe.summary()}")
+    e.run("preview", "--expect-no-changes")
+    check_cluster(e, NODES)
 
 
 def near_expiry(e: Engine, pattern: str) -> list[str]:
@@ -662,14 +702,14 @@ def test_ha_renewal_rolls_the_control_planes(ha, capsys):
     assert len(renewed) == 7, renewed
     plan = changed_steps(ha.preview_json())
     assert {n for n in renewed if plan.get(n) == "replace"} == set(renewed), plan
-    with VipProbe() as probe:
+    with VipProbe(ha) as probe:
         r = ha.up()
     order = [m.group(1) for m in re.finditer(r"\[(lab\d kube-apiserver)\] restarting", r.stdout)]
     assert order == ["lab1 kube-apiserver", "lab2 kube-apiserver"]
     order = [m.group(1) for m in re.finditer(r"\[(lab\d) etcd\] restarting", r.stdout)]
     assert order == ["lab1", "lab2", "lab3"]
     assert lab.serving_serial("lab1") != serial
-    assert len(probe.seen) > 10 and probe.down == [], f"{len(probe.down)} probes found no apiserver: {probe.seen}"
+    probe.assert_no_outage()
     with capsys.disabled():
         print(f"\nrenewal near expiry, rolling, through the VIP: {probe.summary()}")
     ha.run("preview", "--expect-no-changes")  # renewed for a full validity
@@ -700,11 +740,7 @@ def test_ha_etcd_members_leave_and_join_without_an_outage(ha, capsys):
     assert {k for k, op in plan.items() if op == "delete"} >= {"lab2-etcd", "lab3-etcd"}, plan
     assert plan.get("lab1-etcd") == "update", plan  # its member list file only
     timings = {}
-    with VipProbe() as leave:
-        t0 = time.time()
-        r = ha.up()
-        timings["3 -> 1"] = time.time() - t0
-    out = r.stdout
+    out, leave, timings["3 -> 1"] = probed_up(ha)
     assert re.search(r"\[lab1 etcd-health\] leaving the etcd cluster next: lab2,lab3; snapshot first", out), out[-3000:]
     assert "[lab3 etcd] left the etcd cluster (2 members remain)" in out, out[-3000:]
     assert "[lab2 etcd] left the etcd cluster (1 members remain)" in out, out[-3000:]
@@ -717,11 +753,7 @@ def test_ha_etcd_members_leave_and_join_without_an_outage(ha, capsys):
     ha.write_config(keys)
     plan = changed_steps(ha.preview_json())
     assert plan.get("lab2-etcd") == "create" and plan.get("lab3-etcd") == "create", plan
-    with VipProbe() as join:
-        t0 = time.time()
-        r = ha.up()
-        timings["1 -> 3"] = time.time() - t0
-    out = r.stdout
+    out, join, timings["1 -> 3"] = probed_up(ha)
     for h in ("lab2", "lab3"):
         assert f"[{h} etcd] added to the running etcd cluster as a learner" in out, out[-3000:]
         assert f"[{h} etcd] promoted from learner to voting member" in out, out[-3000:]
@@ -731,13 +763,8 @@ def test_ha_etcd_members_leave_and_join_without_an_outage(ha, capsys):
     assert invocations()["lab1/etcd"] == before["lab1/etcd"], "lab1's etcd restarted"
     assert ha.kubectl("get", "configmap", "membership-probe", "-n", "default", "-o", "jsonpath={.data.v}") == "kept"
     ha.kubectl("delete", "configmap", "membership-probe", "-n", "default")
-    for probe in (leave, join):
-        assert len(probe.seen) > 10 and probe.down == [], f"{len(probe.down)} probes found no apiserver: {probe.seen}"
-    with capsys.disabled():
-        print(f"\netcd 3 -> 1 members ({timings['3 -> 1']:.0f} s) through the VIP: {leave.summary()}"
-              f"\netcd 1 -> 3 members ({timings['1 -> 3']:.0f} s) through the VIP: {join.summary()}")
-    ha.run("preview", "--expect-no-changes")
-    check_cluster(ha, NODES)
+    no_outage_and_settled(ha, capsys, {"etcd 3 -> 1 members": (leave, timings["3 -> 1"]),
+                                       "etcd 1 -> 3 members": (join, timings["1 -> 3"])})
     for h in HOSTS:
         ssh(h, "rm -rf /var/backups/etcd")
 
@@ -758,11 +785,7 @@ def test_ha_a_control_plane_and_lb_host_added_and_removed_without_an_outage(ha, 
         "lab3-kube-apiserver", "lab3-kube-controller-manager", "lab3-kube-scheduler", "lab3-lb-packages", "lab3-api-lb"}, plan
     assert plan["apiserver"] == "replace" and plan["lab1-api-lb"] == plan["lab2-api-lb"] == "update", plan
     timings = {}
-    with VipProbe() as grow:
-        t0 = time.time()
-        r = ha.up()
-        timings["add"] = time.time() - t0
-    out = r.stdout
+    out, grow, timings["add"] = probed_up(ha)
     for h in ("lab1", "lab2"):
         assert f"[{h} api-lb] reloading kube-apiserver-lb.service" in out, out[-3000:]
         assert f"[{h} api-lb] reloading kube-apiserver-vip.service" in out, out[-3000:]
@@ -778,22 +801,13 @@ def test_ha_a_control_plane_and_lb_host_added_and_removed_without_an_outage(ha, 
     plan = changed_steps(ha.preview_json())
     assert {k for k, op in plan.items() if op == "delete"} == {
         "lab3-kube-apiserver", "lab3-kube-controller-manager", "lab3-kube-scheduler", "lab3-lb-packages", "lab3-api-lb"}, plan
-    with VipProbe() as shrink:
-        t0 = time.time()
-        r = ha.up()
-        timings["remove"] = time.time() - t0
-    out = r.stdout
+    out, shrink, timings["remove"] = probed_up(ha)
     assert out.index("[lab2 api-lb] reloading kube-apiserver-lb.service") < out.index("lab3-kube-apiserver deleting"), out[-3000:]
     assert ssh("lab3", "systemctl list-unit-files 'kube-apiserver*' 'kube-controller*' 'kube-scheduler*' --no-legend "
                        "| wc -l").strip() == "0"
     assert ssh("lab1", f"ip -o -4 addr show | grep -c {lab.VIP} || true").strip() == "1"
-    for probe in (grow, shrink):
-        assert len(probe.seen) > 10 and probe.down == [], f"{len(probe.down)} probes found no apiserver: {probe.seen}"
-    with capsys.disabled():
-        print(f"\ncontrol plane + LB host added ({timings['add']:.0f} s) through the VIP: {grow.summary()}"
-              f"\ncontrol plane + LB host removed ({timings['remove']:.0f} s) through the VIP: {shrink.summary()}")
-    ha.run("preview", "--expect-no-changes")
-    check_cluster(ha, NODES)
+    no_outage_and_settled(ha, capsys, {"control plane + LB host added": (grow, timings["add"]),
+                                       "control plane + LB host removed": (shrink, timings["remove"])})
 
 
 def test_ha_destroy_leaves_nothing(ha):
