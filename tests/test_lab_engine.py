@@ -502,10 +502,12 @@ UPGRADE_TO = "1.34.1"  # a minor version (the Go proxy serves no 1.33.5 staging 
 @pytest.mark.skipif(not lab.has_kubernetes(UPGRADE_TO), reason=f"the lab mirror has no Kubernetes {UPGRADE_TO} "
                     f"(lab/build-kubernetes.sh {UPGRADE_TO}; lab/mirror.sh build)")
 def test_an_upgrade_goes_control_plane_first_then_one_node_at_a_time(single, capsys):
-    """versions.kubernetes 1.33.4 -> 1.34.1 (a minor version): the preview updates every host's binaries, the
-    control plane's services and each node's drain and uncordon steps; `up` restarts the
-    apiserver before any kubelet, then per node: cordon + drain, kubelet restart, Ready at the new
-    version, uncordon, and only then the next node. Afterwards every node runs 1.33.5, none is
+    """versions.kubernetes 1.33.4 -> 1.34.1 (a minor version): the preview updates every host's
+    binaries, the control plane's services and each node's drain and uncordon steps. `up`
+    restarts the apiserver before any kubelet, then per node: cordon + drain, kubelet restart,
+    Ready at the new version, uncordon, and only then the next node. The CLI is killed once the
+    first node is done: the stack still exports the old versions, and `up` again finishes the
+    upgrade without draining that node again. Afterwards every node runs 1.34.1, none is
     cordoned, the workloads run, the stack exports the new versions, and nothing is left to do.
     (The lab builds no second patch version: the Go module proxy serves 1.33.5 without its
     staging modules. A patch upgrade takes the same path.)"""
@@ -518,16 +520,30 @@ def test_an_upgrade_goes_control_plane_first_then_one_node_at_a_time(single, cap
         assert plan.get(f"forget-{h}") == "update" and plan.get(f"drain-{h}") == "update", plan
     assert plan.get("lab1-kube-apiserver") == "update", plan
     t0 = time.time()
+    p = single.start("up", "--yes", "--skip-preview")
+    while True:
+        p.log.seek(0)
+        if "node lab1 upgraded and uncordoned" in p.log.read():
+            break
+        assert p.poll() is None and time.time() < t0 + 600, "the upgrade never finished its first node"
+        time.sleep(0.2)
+    killed = single.kill(p)
+    assert "Resources:" not in killed  # cut off: not every node is done
+    exported = lambda: json.loads(single.pulumi("stack", "output", "versions", "--json"))  # noqa: E731
+    assert exported()["kubernetes"] == "1.33.4"  # so the next run is still an upgrade
     out = single.up().stdout
     took = time.time() - t0
-    first_kubelet = min(out.index(f"[{n} kubelet] restarting kubelet.service") for n in NODES)
-    assert out.index("[lab1 kube-apiserver] kube-apiserver ready") < first_kubelet, out[-4000:]
+    assert "ended without releasing its lock" in out
+    assert "node lab1 drained for its upgrade" not in out  # done before the kill: not drained again
+    both = killed + out
+    first_kubelet = min(both.index(f"[{n} kubelet] restarting kubelet.service") for n in NODES)
+    assert both.index("[lab1 kube-apiserver] kube-apiserver ready") < first_kubelet, both[-4000:]
     marks = []
     for n in NODES:
-        drained = out.index(f"node {n} drained for its upgrade")
-        restarted = out.index(f"[{n} kubelet] restarting kubelet.service")
-        uncordoned = out.index(f"node {n} upgraded and uncordoned")
-        assert drained < restarted < uncordoned, (n, out[-4000:])
+        drained = both.index(f"node {n} drained for its upgrade")
+        restarted = both.index(f"[{n} kubelet] restarting kubelet.service")
+        uncordoned = both.index(f"node {n} upgraded and uncordoned")
+        assert drained < restarted < uncordoned, (n, both[-4000:])
         marks.append((drained, uncordoned))
     marks.sort()
     for (_, done), (start, _) in zip(marks, marks[1:]):
@@ -535,12 +551,15 @@ def test_an_upgrade_goes_control_plane_first_then_one_node_at_a_time(single, cap
     nodes = json.loads(single.kubectl("get", "nodes", "-o", "json"))["items"]
     assert {n["status"]["nodeInfo"]["kubeletVersion"] for n in nodes} == {f"v{UPGRADE_TO}"}
     assert not [n["metadata"]["name"] for n in nodes if n["spec"].get("unschedulable")]
+    assert not [n["metadata"]["name"] for n in nodes
+                if "kube-hardway.io/upgrade-cordoned" in n["metadata"].get("annotations", {})]
     assert json.loads(single.kubectl("version", "-o", "json"))["serverVersion"]["gitVersion"] == f"v{UPGRADE_TO}"
     check_workloads(single, NODES)
-    assert json.loads(single.pulumi("stack", "output", "versions", "--json"))["kubernetes"] == UPGRADE_TO
+    assert exported()["kubernetes"] == UPGRADE_TO
     single.run("preview", "--expect-no-changes")
     with capsys.disabled():
-        print(f"\nupgrade to {UPGRADE_TO} of 3 nodes, one at a time: {took:.0f} s")
+        print(f"\nupgrade to {UPGRADE_TO} of 3 nodes, one at a time, killed after the first and run again: "
+              f"{took:.0f} s in all")
 
 
 def test_destroy_leaves_nothing(single):
