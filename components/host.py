@@ -77,11 +77,14 @@ class Host(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self))
 
         self.artifacts = artifacts.for_host(cfg, spec)
+        # the node binaries' new versions wait beside them until their own steps restart them: in
+        # an upgrade a node's kubelet never runs ahead of the control planes, nor before its drain
+        held = [f"/opt/kubernetes/bin/{b}" for b in artifacts.K8S_NODE] if spec.has("worker") else []
         self.binaries = Step(
             f"{name}-binaries", spec, step="binaries", files=list(ca_files),
             script_name="binaries.sh", teardown=script("binaries-remove.sh")
-            + "\nkhw_remove " + " ".join(artifacts.installed_paths(self.artifacts)),
-            env={"KHW_ARTIFACTS": artifacts.spec_lines(self.artifacts)},
+            + "\nkhw_remove " + " ".join([*artifacts.installed_paths(self.artifacts), *(f"{p}.next" for p in held)]),
+            env={"KHW_ARTIFACTS": artifacts.spec_lines(self.artifacts), **({"KHW_HELD": " ".join(held)} if held else {})},
             notes=[f"artifact {a.key} " + (f"sha256 {a.sha256[:16]}" if a.sha256 else "(unpinned)")
                    for a in self.artifacts],
             opts=pulumi.ResourceOptions(parent=self, depends_on=[self.prep]))

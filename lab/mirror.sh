@@ -7,7 +7,8 @@
 #   lab/mirror.sh serve | stop                        HTTP on 10.77.0.1:8080 (the bridge only)
 #
 # etcd (3.4.23), containerd (1.6.20), runc (1.1.5) and the CNI plugins (1.1.1) come from Debian's
-# packages, repacked into the upstream layouts. Kubernetes binaries come from
+# packages, repacked into the upstream layouts; other etcd versions come from $LAB_CACHE/etcd/v<version>/
+# when built there (lab/build-etcd.sh). Kubernetes binaries come from
 # $LAB_CACHE/kubernetes/v<version>/ when built there (lab/build-kubernetes.sh); otherwise
 # --placeholder-kubernetes puts small scripts in their place, for checks that never start them.
 set -euo pipefail
@@ -69,9 +70,20 @@ build() {
   pack "$x/usr/lib/cni" "$M/cni-plugins/v$CNI/cni-plugins-linux-amd64-v$CNI.tgz" .
   rm -rf "$tmp"
   log "etcd $ETCD, containerd $CONTAINERD, runc $RUNC, CNI plugins $CNI from Debian packages"
-  repo
-  # every version built (lab/build-kubernetes.sh VERSION): the upgrade test needs two
+  # every other etcd version built (lab/build-etcd.sh VERSION): the etcd upgrade test needs one
   local d v
+  for d in "$LAB_CACHE"/etcd/v*/; do
+    [ -x "$d/etcd" ] || continue
+    v=$(basename "$d")
+    tmp=$(mktemp -d)
+    mkdir -p "$tmp/etcd-$v-linux-amd64" "$M/etcd/$v"
+    cp "$d/etcd" "$d/etcdctl" "$tmp/etcd-$v-linux-amd64/"
+    pack "$tmp" "$M/etcd/$v/etcd-$v-linux-amd64.tar.gz" "etcd-$v-linux-amd64"
+    rm -rf "$tmp"
+    log "etcd $v from $d"
+  done
+  repo
+  # every version built (lab/build-kubernetes.sh VERSION): the upgrade test needs three
   for d in "$LAB_CACHE"/kubernetes/v*/; do
     v=$(basename "$d")
     [ -x "$d/kubelet" ] || continue

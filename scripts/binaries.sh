@@ -2,6 +2,7 @@
 # Step "binaries": download each artifact once per host, verify its sha256, install it.
 # KHW_ARTIFACTS has one line per artifact: KEY URL SHA256|- SUM_URL INSTALL
 #   INSTALL is bin:DEST[:NAME] (a single binary) or tar:DEST:MEMBER,MEMBER (from an archive).
+# KHW_HELD: installed paths whose new version waits as PATH.next for its service's step.
 # Downloads land in /var/cache/kube-hardway, keyed by mirror path, so a re-run or an
 # interrupted run never fetches a verified file twice.
 CACHE=${KHW_CACHE:-/var/cache/kube-hardway}
@@ -49,11 +50,27 @@ download() { # download KEY URL SHA SUM_URL -> path of the verified file in the 
   echo "$file"
 }
 
+held() { case " ${KHW_HELD:-} " in *" $1 "*) return 0 ;; esac; return 1; }
+
 install_bin() { # install_bin SRC DEST_FILE: copy when different (content or mode), executable
   local src=$1 dest=$2
   khw_own "$dest"
   mkdir -p "$(dirname "$dest")"
-  if [ -f "$dest" ] && cmp -s "$src" "$dest" && [ "$(stat -c %a "$dest")" = 755 ]; then return; fi
+  if [ -f "$dest" ] && cmp -s "$src" "$dest"; then
+    rm -f "$dest.next"  # (a staged version that the config no longer asks for)
+    if [ "$(stat -c %a "$dest")" = 755 ]; then return; fi
+  elif [ -f "$dest" ] && held "$dest"; then
+    # a new version of a node binary (KHW_HELD): staged beside it, and put in place by its own
+    # service's step when that restarts it (during an upgrade: once the node is drained, after
+    # the control planes). A kubelet that crashed before then still restarts on its old version.
+    khw_own "$dest.next"
+    if [ -f "$dest.next" ] && cmp -s "$src" "$dest.next"; then return; fi
+    install -m 0755 "$src" "$dest.khw-new"
+    mv -f "$dest.khw-new" "$dest.next"
+    KHW_CHANGED+=("$dest.next")
+    khw_log "staged $dest.next (step ${dest##*/} puts it in place)"
+    return
+  fi
   install -m 0755 "$src" "$dest.khw-new"
   mv -f "$dest.khw-new" "$dest"
   KHW_CHANGED+=("$dest")

@@ -9,7 +9,10 @@
 #   is promoted to a voting member. The step ends when it serves, so the next one can join.
 # - A member that held data and was restarted (a changed certificate or flag) must serve again
 #   before this step ends: a change that touches every member restarts them one at a time.
-# Env: KHW_BACKUP_DIR (where the snapshot taken before a join goes)
+#   An upgrade (a new etcd binary: versions.etcd) takes a snapshot of the member first; etcd
+#   runs members of two minor versions side by side, and the cluster moves to the new version
+#   once every member runs it.
+# Env: KHW_BACKUP_DIR (where the snapshots taken before a join or an upgrade go)
 DATA=/var/lib/etcd/default.etcd
 JOIN=/opt/etcd/cfg/etcd-join.conf
 # shellcheck disable=SC1091
@@ -99,6 +102,21 @@ if ! $had_data; then
     join; joining=true
   else
     rm -f "$JOIN"  # a new cluster: every member starts with the stack's list
+  fi
+fi
+# an upgrade (another etcd binary than the one running): a snapshot of this member first
+if $had_data && systemctl is-active --quiet etcd.service; then
+  running=$(curl -fsS --max-time 5 --cacert /opt/etcd/ssl/ca.pem --cert /opt/etcd/ssl/server.pem \
+    --key /opt/etcd/ssl/server-key.pem https://127.0.0.1:2379/version 2>/dev/null \
+    | sed -n 's/.*"etcdserver":"\([^"]*\)".*/\1/p' || true)
+  installed=$(/opt/etcd/bin/etcd --version | sed -n 's/^etcd Version: //p')
+  if [ -n "$running" ] && [ "$running" != "$installed" ]; then
+    mkdir -p "$KHW_BACKUP_DIR"
+    snap="$KHW_BACKUP_DIR/before-upgrade-$installed-$me-$(date +%Y%m%d-%H%M%S).db"
+    khw_etcdctl --endpoints=https://127.0.0.1:2379 snapshot save "$snap.part" >/dev/null \
+      || { rm -f "$snap.part"; khw_die "etcd member $me gave no snapshot: not upgraded from $running to $installed"; }
+    mv "$snap.part" "$snap" && chmod 600 "$snap"
+    khw_log "upgrading etcd member $me from $running to $installed; snapshot first: $snap"
   fi
 fi
 khw_service etcd.service /var/lib/kube-hardway/ /opt/etcd/ssl/ /opt/etcd/cfg/etcd.conf

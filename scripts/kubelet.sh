@@ -3,7 +3,16 @@
 # sends a CSR, kube-controller-manager signs it (auto-approval bindings), the node registers.
 # Env: KHW_ENDPOINT KHW_NODE
 mkdir -p /var/lib/kubelet /opt/kubernetes/ssl/kubelet
-khw_service kubelet.service /var/lib/kube-hardway/ /opt/kubernetes/cfg/kubelet /opt/kubernetes/cfg/bootstrap.kubeconfig /opt/kubernetes/ssl/
+khw_take_staged /opt/kubernetes/bin/kubelet  # a new version: only now, as kubelet restarts
+# The kubeconfig the kubelet wrote when it joined names the API endpoint of that time; a new one
+# (one control plane made highly available, another VIP or LB port) goes into it here.
+kc=/opt/kubernetes/cfg/kubelet.kubeconfig
+if [ -f "$kc" ] && grep -q '^    server: ' "$kc" && ! grep -qxF "    server: $KHW_ENDPOINT" "$kc"; then
+  sed -i "s|^    server: .*|    server: $KHW_ENDPOINT|" "$kc"
+  KHW_CHANGED+=("$kc")
+  khw_log "kubelet.kubeconfig now names the API endpoint $KHW_ENDPOINT"
+fi
+khw_service kubelet.service /var/lib/kube-hardway/ /opt/kubernetes/bin/kubelet /opt/kubernetes/cfg/kubelet /opt/kubernetes/cfg/bootstrap.kubeconfig /opt/kubernetes/ssl/
 cert=/opt/kubernetes/ssl/kubelet/kubelet-client-current.pem
 export KHW_UNIT=kubelet.service
 khw_wait 180 "kubelet client certificate (CSR approval)" test -s "$cert"

@@ -110,6 +110,18 @@ khw_wait() {
 }
 
 # khw_etcdctl ARGS...: etcdctl v3 over TLS with this member's server certificate (etcd members)
+# khw_take_staged PATH...: put a binary that the binaries step staged (PATH.next) in place,
+# right before this step restarts the service running it.
+khw_take_staged() {
+  local p
+  for p in "$@"; do
+    [ -f "$p.next" ] || continue
+    mv -f "$p.next" "$p"
+    KHW_CHANGED+=("$p")
+    khw_log "put the new $p in place"
+  done
+}
+
 khw_etcdctl() {
   ETCDCTL_API=3 etcdctl --cacert=/opt/etcd/ssl/ca.pem --cert=/opt/etcd/ssl/server.pem \
     --key=/opt/etcd/ssl/server-key.pem --dial-timeout=3s --command-timeout=15s "$@"

@@ -40,6 +40,11 @@ def has_kubernetes(version: str) -> bool:
     return kubelet.exists() and not kubelet.read_bytes()[:2] == b"#!"
 
 
+def has_etcd(version: str) -> bool:
+    """The lab mirror serves etcd `version` (Debian's 3.4.23, or one lab/build-etcd.sh built)."""
+    return (MIRROR / f"etcd/v{version}/etcd-v{version}-linux-amd64.tar.gz").exists()
+
+
 def find_engine() -> bool:
     """`pulumi` on PATH, or the engine ./run unpacked from KHW_ENGINE_BUNDLE (put on PATH)."""
     if shutil.which("pulumi"):

@@ -496,70 +496,138 @@ def test_etcd_backup_timer_and_restore(single):
     check_cluster(single, NODES)
 
 
-UPGRADE_TO = "1.34.1"  # a minor version (the Go proxy serves no 1.33.5 staging modules)
+UPGRADE_MINOR = "1.34.0"  # from 1.33.4 (the Go proxy serves no 1.33.5 staging modules)
+UPGRADE_PATCH = "1.34.1"
 
 
-@pytest.mark.skipif(not lab.has_kubernetes(UPGRADE_TO), reason=f"the lab mirror has no Kubernetes {UPGRADE_TO} "
-                    f"(lab/build-kubernetes.sh {UPGRADE_TO}; lab/mirror.sh build)")
-def test_an_upgrade_goes_control_plane_first_then_one_node_at_a_time(single, capsys):
-    """versions.kubernetes 1.33.4 -> 1.34.1 (a minor version): the preview updates every host's
-    binaries, the control plane's services and each node's drain and uncordon steps. `up`
-    restarts the apiserver before any kubelet, then per node: cordon + drain, kubelet restart,
-    Ready at the new version, uncordon, and only then the next node. The CLI is killed once the
-    first node is done: the stack still exports the old versions, and `up` again finishes the
-    upgrade without draining that node again. Afterwards every node runs 1.34.1, none is
-    cordoned, the workloads run, the stack exports the new versions, and nothing is left to do.
-    (The lab builds no second patch version: the Go module proxy serves 1.33.5 without its
-    staging modules. A patch upgrade takes the same path.)"""
-    import json
-    keys = stack_keys()
-    single.write_config({**keys, "versions": {**keys["versions"], "kubernetes": UPGRADE_TO}})
-    plan = changed_steps(single.preview_json())
-    for h in HOSTS:
-        assert plan.get(f"{h}-binaries") == "update" and plan.get(f"{h}-kubelet") == "update", plan
-        assert plan.get(f"forget-{h}") == "update" and plan.get(f"drain-{h}") == "update", plan
-    assert plan.get("lab1-kube-apiserver") == "update", plan
+def killed_after(e: Engine, marker: str, timeout: float = 600) -> str:
+    """`up` in the background, its CLI (and plugins) killed as soon as `marker` is printed: what
+    it printed. The next `up` finds the stack's lock left behind and the operations it was in."""
     t0 = time.time()
-    p = single.start("up", "--yes", "--skip-preview")
+    p = e.start("up", "--yes", "--skip-preview")
     while True:
         p.log.seek(0)
-        if "node lab1 upgraded and uncordoned" in p.log.read():
+        if marker in p.log.read():
             break
-        assert p.poll() is None and time.time() < t0 + 600, "the upgrade never finished its first node"
+        assert p.poll() is None and time.time() < t0 + timeout, f"`up` ended or timed out before {marker!r}"
         time.sleep(0.2)
-    killed = single.kill(p)
-    assert "Resources:" not in killed  # cut off: not every node is done
-    exported = lambda: json.loads(single.pulumi("stack", "output", "versions", "--json"))  # noqa: E731
-    assert exported()["kubernetes"] == "1.33.4"  # so the next run is still an upgrade
-    out = single.up().stdout
-    took = time.time() - t0
-    assert "ended without releasing its lock" in out
-    assert "node lab1 drained for its upgrade" not in out  # done before the kill: not drained again
-    both = killed + out
-    first_kubelet = min(both.index(f"[{n} kubelet] restarting kubelet.service") for n in NODES)
-    assert both.index("[lab1 kube-apiserver] kube-apiserver ready") < first_kubelet, both[-4000:]
+    killed = e.kill(p)
+    assert "Resources:" not in killed  # cut off
+    return killed
+
+
+def upgraded_one_node_at_a_time(e: Engine, out: str, version: str) -> None:
+    """`out` (one `up` or more) restarted the apiserver before any kubelet, then per node:
+    cordon + drain, kubelet restart, uncordon, the next node only after; every node now runs
+    `version`, none is cordoned, the workloads run and nothing is left to do."""
+    import json
+    first_kubelet = min(out.index(f"[{n} kubelet] restarting kubelet.service") for n in NODES)
+    assert out.index("[lab1 kube-apiserver] kube-apiserver ready") < first_kubelet, out[-4000:]
     marks = []
     for n in NODES:
-        drained = both.index(f"node {n} drained for its upgrade")
-        restarted = both.index(f"[{n} kubelet] restarting kubelet.service")
-        uncordoned = both.index(f"node {n} upgraded and uncordoned")
-        assert drained < restarted < uncordoned, (n, both[-4000:])
+        drained = out.index(f"node {n} drained for its upgrade")
+        restarted = out.index(f"[{n} kubelet] restarting kubelet.service")
+        uncordoned = out.index(f"node {n} upgraded and uncordoned")
+        assert drained < restarted < uncordoned, (n, out[-4000:])
         marks.append((drained, uncordoned))
     marks.sort()
     for (_, done), (start, _) in zip(marks, marks[1:]):
         assert done < start, "two nodes were upgraded at the same time"
-    nodes = json.loads(single.kubectl("get", "nodes", "-o", "json"))["items"]
-    assert {n["status"]["nodeInfo"]["kubeletVersion"] for n in nodes} == {f"v{UPGRADE_TO}"}
+    nodes = json.loads(e.kubectl("get", "nodes", "-o", "json"))["items"]
+    assert {n["status"]["nodeInfo"]["kubeletVersion"] for n in nodes} == {f"v{version}"}
     assert not [n["metadata"]["name"] for n in nodes if n["spec"].get("unschedulable")]
     assert not [n["metadata"]["name"] for n in nodes
                 if "kube-hardway.io/upgrade-cordoned" in n["metadata"].get("annotations", {})]
-    assert json.loads(single.kubectl("version", "-o", "json"))["serverVersion"]["gitVersion"] == f"v{UPGRADE_TO}"
-    check_workloads(single, NODES)
-    assert exported()["kubernetes"] == UPGRADE_TO
-    single.run("preview", "--expect-no-changes")
+    assert json.loads(e.kubectl("version", "-o", "json"))["serverVersion"]["gitVersion"] == f"v{version}"
+    check_workloads(e, NODES)
+    assert json.loads(e.pulumi("stack", "output", "versions", "--json"))["kubernetes"] == version
+    e.run("preview", "--expect-no-changes")
+
+
+def upgrade_plan(e: Engine, version: str) -> None:
+    """The config asks for `version`: the preview updates every host's binaries and kubelet, each
+    node's drain and uncordon steps and the apiserver."""
+    keys = stack_keys()
+    e.write_config({**keys, "versions": {**keys["versions"], "kubernetes": version}})
+    plan = changed_steps(e.preview_json())
+    for h in HOSTS:
+        assert plan.get(f"{h}-binaries") == "update" and plan.get(f"{h}-kubelet") == "update", plan
+        assert plan.get(f"forget-{h}") == "update" and plan.get(f"drain-{h}") == "update", plan
+    assert plan.get("lab1-kube-apiserver") == "update", plan
+
+
+@pytest.mark.skipif(not lab.has_kubernetes(UPGRADE_MINOR), reason=f"the lab mirror has no Kubernetes {UPGRADE_MINOR} "
+                    f"(lab/build-kubernetes.sh {UPGRADE_MINOR}; lab/mirror.sh build)")
+def test_a_minor_upgrade_goes_control_plane_first_then_one_node_at_a_time(single, capsys):
+    """versions.kubernetes 1.33.4 -> 1.34.0 (a minor version). `up` restarts the apiserver before
+    any kubelet, then per node: cordon + drain, kubelet restart, Ready at the new version,
+    uncordon, and only then the next node. The CLI is killed once the first node is done: the
+    stack still exports the old versions, and `up` again finishes the upgrade without draining
+    that node again."""
+    import json
+    upgrade_plan(single, UPGRADE_MINOR)
+    t0 = time.time()
+    killed = killed_after(single, "node lab1 upgraded and uncordoned")
+    exported = json.loads(single.pulumi("stack", "output", "versions", "--json"))
+    assert exported["kubernetes"] == "1.33.4"  # so the next run is still an upgrade
+    # lab3's turn had not come: its kubelet is still the old binary, the new one waits beside it
+    assert "v1.33.4" in ssh("lab3", "/opt/kubernetes/bin/kubelet --version")
+    assert f"v{UPGRADE_MINOR}" in ssh("lab3", "/opt/kubernetes/bin/kubelet.next --version")
+    out = single.up().stdout
+    took = time.time() - t0
+    assert "ended without releasing its lock" in out
+    assert "node lab1 drained for its upgrade" not in out  # done before the kill: not drained again
+    upgraded_one_node_at_a_time(single, killed + out, UPGRADE_MINOR)
     with capsys.disabled():
-        print(f"\nupgrade to {UPGRADE_TO} of 3 nodes, one at a time, killed after the first and run again: "
+        print(f"\nupgrade to {UPGRADE_MINOR} of 3 nodes, one at a time, killed after the first and run again: "
               f"{took:.0f} s in all")
+
+
+@pytest.mark.skipif(not lab.has_kubernetes(UPGRADE_PATCH) or not lab.has_kubernetes(UPGRADE_MINOR),
+                    reason=f"the lab mirror lacks Kubernetes {UPGRADE_MINOR} or {UPGRADE_PATCH} (lab/build-kubernetes.sh)")
+def test_a_patch_upgrade_takes_the_same_path(single, capsys):
+    """versions.kubernetes 1.34.0 -> 1.34.1 (a patch version), in one `up`: the same order."""
+    upgrade_plan(single, UPGRADE_PATCH)
+    t0 = time.time()
+    out = single.up().stdout
+    took = time.time() - t0
+    upgraded_one_node_at_a_time(single, out, UPGRADE_PATCH)
+    with capsys.disabled():
+        print(f"\nupgrade to {UPGRADE_PATCH} of 3 nodes, one at a time: {took:.0f} s")
+
+
+def test_one_control_plane_made_highly_available(single, capsys):
+    """The single stack becomes the HA one: lab2 a second control plane, lab1 and lab2 LB hosts
+    with the VIP. The preview creates lab2's control-plane steps and both LB hosts' steps and
+    replaces the apiserver certificate (the VIP joins its SANs); `up` moves every kubeconfig to the
+    VIP, the kubelets' own included (each wrote it when it joined, naming lab1); through the VIP
+    the API answers, every node renews its lease, the workloads run, nothing is left to do."""
+    import json
+    running = json.loads(single.pulumi("stack", "output", "versions", "--json"))["kubernetes"]
+    keys = stack_keys(ha=True)
+    single.write_config({**keys, "versions": {**keys["versions"], "kubernetes": running}})
+    plan = changed_steps(single.preview_json())
+    assert {k for k, op in plan.items() if op == "create"} >= {
+        "lab2-kube-apiserver", "lab2-kube-controller-manager", "lab2-kube-scheduler",
+        "lab1-lb-packages", "lab1-api-lb", "lab2-lb-packages", "lab2-api-lb"}, plan
+    assert plan.get("apiserver") == "replace", plan
+    t0 = time.time()
+    out = single.up().stdout
+    took = time.time() - t0
+    endpoint = f"https://{lab.VIP}:{lab.LB_PORT}"
+    for h in HOSTS:
+        assert f"[{h} kubelet] kubelet.kubeconfig now names the API endpoint {endpoint}" in out, out[-3000:]
+        servers = ssh(h, "grep -h '^    server: ' /opt/kubernetes/cfg/kubelet.kubeconfig /opt/kubernetes/cfg/kube-proxy.kubeconfig")
+        assert servers.split() == ["server:", endpoint] * 2, (h, servers)
+    assert readyz_through_vip("lab3") == "ok"
+    assert single.kubectl("config", "view", "-o", "jsonpath={.clusters[0].cluster.server}") == endpoint
+    time.sleep(12)  # a lease renewal (every 10 s) through the new endpoint
+    check_cluster(single, NODES)
+    check_workloads(single, NODES)
+    single.run("preview", "--expect-no-changes")
+    single.collect_secrets()
+    with capsys.disabled():
+        print(f"\none control plane made highly available (a second one, two LB hosts, the VIP): {took:.0f} s")
 
 
 def test_destroy_leaves_nothing(single):
@@ -742,8 +810,9 @@ def etcd_members(host: str = "lab1") -> list[list[str]]:
 
 
 def test_ha_etcd_members_leave_and_join_without_an_outage(ha, capsys):
-    """etcd from 3 members to 1 (lab2 and lab3 leave) and back to 3, each an edit of the config
-    and `pulumi up`, with the API answering through the VIP all along. The preview shows the
+    """etcd from 3 members to 1 (lab2 and lab3 leave; the CLI killed after the first left, then
+    `up` again) and back to 3, each an edit of the config and `pulumi up`, with the API answering
+    through the VIP all along. The preview shows the
     leaving members' steps deleted and no etcd restart; a snapshot precedes each change; the
     member that stays is never restarted; the joining members come in as learners and are
     promoted; what was written before is still there."""
@@ -759,7 +828,13 @@ def test_ha_etcd_members_leave_and_join_without_an_outage(ha, capsys):
     assert {k for k, op in plan.items() if op == "delete"} >= {"lab2-etcd", "lab3-etcd"}, plan
     assert plan.get("lab1-etcd") == "update", plan  # its member list file only
     timings = {}
-    out, leave, timings["3 -> 1"] = probed_up(ha)
+    with VipProbe(ha) as leave:  # the CLI killed once lab3 left; `up` again removes lab2
+        t0 = time.time()
+        killed = killed_after(ha, "[lab3 etcd] left the etcd cluster (2 members remain)")
+        again = ha.up().stdout
+        timings["3 -> 1"] = time.time() - t0
+    assert "ended without releasing its lock" in again
+    out = killed + again
     assert re.search(r"\[lab1 etcd-health\] leaving the etcd cluster next: lab2,lab3; snapshot first", out), out[-3000:]
     assert "[lab3 etcd] left the etcd cluster (2 members remain)" in out, out[-3000:]
     assert "[lab2 etcd] left the etcd cluster (1 members remain)" in out, out[-3000:]
@@ -782,8 +857,9 @@ def test_ha_etcd_members_leave_and_join_without_an_outage(ha, capsys):
     assert invocations()["lab1/etcd"] == before["lab1/etcd"], "lab1's etcd restarted"
     assert ha.kubectl("get", "configmap", "membership-probe", "-n", "default", "-o", "jsonpath={.data.v}") == "kept"
     ha.kubectl("delete", "configmap", "membership-probe", "-n", "default")
-    no_outage_and_settled(ha, capsys, {"etcd 3 -> 1 members": (leave, timings["3 -> 1"]),
-                                       "etcd 1 -> 3 members": (join, timings["1 -> 3"])})
+    no_outage_and_settled(ha, capsys, {
+        "etcd 3 -> 1 members, killed after one left and run again": (leave, timings["3 -> 1"]),
+        "etcd 1 -> 3 members": (join, timings["1 -> 3"])})
     for h in HOSTS:
         ssh(h, "rm -rf /var/backups/etcd")
 
@@ -820,13 +896,68 @@ def test_ha_a_control_plane_and_lb_host_added_and_removed_without_an_outage(ha, 
     plan = changed_steps(ha.preview_json())
     assert {k for k, op in plan.items() if op == "delete"} == {
         "lab3-kube-apiserver", "lab3-kube-controller-manager", "lab3-kube-scheduler", "lab3-lb-packages", "lab3-api-lb"}, plan
-    out, shrink, timings["remove"] = probed_up(ha)
+    with VipProbe(ha) as shrink:  # the CLI killed once the upstreams were reloaded; `up` again
+        t0 = time.time()
+        killed = killed_after(ha, "[lab2 api-lb] reloading kube-apiserver-lb.service")
+        again = ha.up().stdout
+        timings["remove"] = time.time() - t0
+    assert "ended without releasing its lock" in again
+    out = killed + again
     assert out.index("[lab2 api-lb] reloading kube-apiserver-lb.service") < out.index("lab3-kube-apiserver deleting"), out[-3000:]
     assert ssh("lab3", "systemctl list-unit-files 'kube-apiserver*' 'kube-controller*' 'kube-scheduler*' --no-legend "
                        "| wc -l").strip() == "0"
     assert ssh("lab1", f"ip -o -4 addr show | grep -c {lab.VIP} || true").strip() == "1"
     no_outage_and_settled(ha, capsys, {"control plane + LB host added": (grow, timings["add"]),
-                                       "control plane + LB host removed": (shrink, timings["remove"])})
+                                       "control plane + LB host removed, killed and run again": (
+                                           shrink, timings["remove"])})
+
+
+ETCD_TO = "3.5.21"  # from Debian's 3.4.23 (lab/build-etcd.sh builds it)
+
+
+@pytest.mark.skipif(not lab.has_etcd(ETCD_TO), reason=f"the lab mirror has no etcd {ETCD_TO} "
+                    f"(lab/build-etcd.sh {ETCD_TO}; lab/mirror.sh build)")
+def test_ha_an_etcd_upgrade_rolls_one_member_at_a_time_without_an_outage(ha, capsys):
+    """versions.etcd 3.4.23 -> 3.5.21: the preview updates each host's binaries and etcd step and
+    nothing of Kubernetes; `up` snapshots and restarts one member at a time, each serving again
+    before the next one goes, while the API answers through the VIP; the cluster then runs 3.5
+    on every member, what was written before is there, the stack exports the new version, and
+    the apiservers never restarted."""
+    import json
+    keys = stack_keys(ha=True)
+    for h in HOSTS:
+        ssh(h, "rm -rf /var/backups/etcd")
+    ha.kubectl("create", "configmap", "upgrade-probe", "-n", "default", "--from-literal=v=kept")
+    before = invocations()
+    ha.write_config({**keys, "versions": {**keys["versions"], "etcd": ETCD_TO}})
+    plan = changed_steps(ha.preview_json())
+    assert {k for k, op in plan.items() if op != "same" and "-state" not in k} == {
+        *(f"{h}-binaries" for h in HOSTS), *(f"{h}-etcd" for h in HOSTS)}, plan
+    out, probe, took = probed_up(ha)
+    order = []
+    for h in HOSTS:
+        snapshot = out.index(f"[{h} etcd] upgrading etcd member {h} from 3.4.23 to {ETCD_TO}; snapshot first")
+        restart = out.index(f"[{h} etcd] restarting etcd.service", snapshot)
+        healthy = out.index(f"[{h} etcd] etcd member healthy again", restart)
+        order.append((snapshot, healthy))
+        assert ssh(h, f"ls /var/backups/etcd/before-upgrade-{ETCD_TO}-{h}-*.db | wc -l").strip() == "1", h
+    order.sort()
+    for (_, done), (start, _) in zip(order, order[1:]):
+        assert done < start, "two etcd members were upgraded at the same time"
+    status = json.loads(ssh("lab1", ETCDCTL.format(ip="127.0.0.1") + TLS + " endpoint status --cluster -w json"))
+    assert sorted(m["Status"]["version"] for m in status) == [ETCD_TO] * 3, status
+    version = json.loads(ssh("lab1", "curl -fsS --cacert /opt/etcd/ssl/ca.pem --cert /opt/etcd/ssl/server.pem "
+                                     "--key /opt/etcd/ssl/server-key.pem https://127.0.0.1:2379/version"))
+    assert version["etcdcluster"] == "3.5.0", version  # every member runs 3.5: the cluster moved to it
+    after = invocations()
+    for h in ("lab1", "lab2"):
+        assert after[f"{h}/kube-apiserver"] == before[f"{h}/kube-apiserver"], f"{h}'s apiserver restarted"
+    assert ha.kubectl("get", "configmap", "upgrade-probe", "-n", "default", "-o", "jsonpath={.data.v}") == "kept"
+    ha.kubectl("delete", "configmap", "upgrade-probe", "-n", "default")
+    assert json.loads(ha.pulumi("stack", "output", "versions", "--json"))["etcd"] == ETCD_TO
+    no_outage_and_settled(ha, capsys, {f"etcd 3.4.23 -> {ETCD_TO}, one member at a time": (probe, took)})
+    for h in HOSTS:
+        ssh(h, "rm -rf /var/backups/etcd")
 
 
 def test_ha_destroy_leaves_nothing(ha):

@@ -178,6 +178,57 @@ def test_binaries_download_verify_install_and_cache(tmp_path):
     assert oct((dest / "bin/tool").stat().st_mode & 0o777) == "0o755"
 
 
+def _tool_version(mirror: Path, v: str) -> tuple[str, bytes]:
+    data = f"#!/bin/sh\necho tool {v}\n".encode()
+    (mirror / f"tools/{v}").mkdir(parents=True, exist_ok=True)
+    (mirror / f"tools/{v}/tool").write_bytes(data)
+    return hashlib.sha256(data).hexdigest(), data
+
+
+def test_a_held_binary_waits_beside_the_running_one_until_its_step_takes_it(tmp_path):
+    """KHW_HELD (a node's kubelet and kube-proxy): installed at once on a fresh host; a new
+    version is staged as PATH.next and only the service's own step puts it in place (an upgrade
+    restarts a kubelet only once its node is drained); going back before that drops the staged
+    one; the teardown removes both."""
+    mirror, _ = _mirror(tmp_path)
+    dest = tmp_path / "bin/tool"
+    line = lambda v, sha: f"tools/{v}/tool file://{mirror}/tools/{v}/tool {sha} - bin:{tmp_path}/bin\n"  # noqa: E731
+    held = {"KHW_HELD": f"/x/other {dest}"}
+    sha1, v1 = _tool_version(mirror, "v1")
+    sha2, v2 = _tool_version(mirror, "v2")
+    first = step("binaries", [], script("binaries.sh"), {**held, "KHW_ARTIFACTS": line("v1", sha1),
+                                                          "KHW_CACHE": str(tmp_path / "cache")})
+    assert first.returncode == 0 and dest.read_bytes() == v1 and not Path(f"{dest}.next").exists(), first.stderr
+    up = step("binaries", [], script("binaries.sh"), {**held, "KHW_ARTIFACTS": line("v2", sha2),
+                                                       "KHW_CACHE": str(tmp_path / "cache")}, mode="update")
+    assert up.returncode == 0, up.stderr
+    assert dest.read_bytes() == v1 and Path(f"{dest}.next").read_bytes() == v2, "the running version was replaced"
+    assert f"staged {dest}.next" in up.stdout
+    again = step("binaries", [], script("binaries.sh"), {**held, "KHW_ARTIFACTS": line("v2", sha2),
+                                                          "KHW_CACHE": str(tmp_path / "cache")}, mode="update")
+    assert "0 installed or updated" in again.stdout, again.stdout  # idempotent while staged
+    body = f'khw_take_staged "{dest}"\nif khw_changed "{dest}"; then echo RESTART; fi\n'
+    take = step("kubelet", [], body, {})
+    assert take.returncode == 0 and "RESTART" in take.stdout and f"put the new {dest} in place" in take.stdout
+    assert dest.read_bytes() == v2 and not Path(f"{dest}.next").exists()
+    assert "RESTART" not in step("kubelet", [], body, {}, mode="update").stdout  # nothing staged: no restart
+    # staged, then the config goes back to the running version before the step took it
+    step("binaries", [], script("binaries.sh"), {**held, "KHW_ARTIFACTS": line("v1", sha1),
+                                                 "KHW_CACHE": str(tmp_path / "cache")}, mode="update")
+    assert Path(f"{dest}.next").read_bytes() == v1
+    back = step("binaries", [], script("binaries.sh"), {**held, "KHW_ARTIFACTS": line("v2", sha2),
+                                                        "KHW_CACHE": str(tmp_path / "cache")}, mode="update")
+    assert back.returncode == 0 and dest.read_bytes() == v2 and not Path(f"{dest}.next").exists()
+    # not held: replaced at once
+    plain = step("binaries", [], script("binaries.sh"), {"KHW_ARTIFACTS": line("v1", sha1),
+                                                         "KHW_CACHE": str(tmp_path / "cache")}, mode="update")
+    assert plain.returncode == 0 and dest.read_bytes() == v1 and not Path(f"{dest}.next").exists()
+    step("binaries", [], script("binaries.sh"), {**held, "KHW_ARTIFACTS": line("v2", sha2),
+                                                 "KHW_CACHE": str(tmp_path / "cache")}, mode="update")
+    gone = teardown("binaries", [], [])
+    assert gone.returncode == 0 and not dest.exists() and not Path(f"{dest}.next").exists()
+
+
 def test_binaries_reject_a_wrong_checksum(tmp_path):
     mirror, _ = _mirror(tmp_path)
     lines = f"tools/v1/tool file://{mirror}/tools/v1/tool {'0' * 64} - bin:{tmp_path}/d\n"

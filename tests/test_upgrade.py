@@ -65,3 +65,19 @@ def test_otherwise_the_nodes_steps_run_side_by_side():
     for deployed in (None, DEPLOYED):
         g = evaluate(single_cp_config(), deployed=deployed)
         assert not g.depends_on("w1-kubelet", "cp1-kubelet") and not g.depends_on("forget-w2", "drain-w1")
+
+
+def test_a_node_s_new_kubelet_and_kube_proxy_wait_for_their_own_steps(ha):
+    """On every worker the binaries step stages the node binaries' new versions (KHW_HELD) and
+    its teardown removes them; the kubelet and kube-proxy steps put them in place as they
+    restart (scripts/binaries.sh and khw_take_staged are run in tests/test_scripts.py)."""
+    from components.remote import script
+    for name, host in ha.cluster.hosts.items():
+        b = ha.get(f"{name}-binaries").inputs
+        if host.spec.has("worker"):
+            assert "# setting KHW_HELD=/opt/kubernetes/bin/kubelet /opt/kubernetes/bin/kube-proxy" in b["create"]
+            assert "/opt/kubernetes/bin/kubelet.next" in b["delete"] and "/opt/kubernetes/bin/kube-proxy.next" in b["delete"]
+        else:
+            assert "KHW_HELD" not in b["create"], name
+    assert "khw_take_staged /opt/kubernetes/bin/kubelet" in script("kubelet.sh")
+    assert "khw_take_staged /opt/kubernetes/bin/kube-proxy" in script("kube-proxy.sh")
