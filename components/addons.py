@@ -35,9 +35,11 @@ class Addons(pulumi.ComponentResource):
         a = cfg.addons
         child = pulumi.ResourceOptions(parent=self, provider=provider, depends_on=list(after))
         # the add-ons' pods carry the pod network's generation: switching network.cni rolls them
-        # onto the new network (pods keep the network they were started with). With no network
+        # onto the new network (pods keep the network they were started with); and the cluster
+        # CA's digest: each phase of a CA rotation restarts them on the CAs they must trust. With no network
         # (`none`, yours to install) they are applied but not awaited: they start with it.
-        self._apply = functools.partial(manifests.apply, pod_annotations={"kube-hardway.io/network": network},
+        self._apply = functools.partial(manifests.apply, pod_annotations={"kube-hardway.io/network": network,
+                                                                   "kube-hardway.io/ca": pki.ca_digest},
                                   wait=cfg.network.cni != "none")
         self.objects: dict[str, pulumi.CustomResource] = {}
         if a.coredns.enabled:
@@ -54,7 +56,7 @@ class Addons(pulumi.ComponentResource):
             ca = k8s.core.v1.ConfigMap(
                 "configmap-kube-system-metrics-server-kubelet-ca",
                 metadata=k8s.meta.v1.ObjectMetaArgs(name="metrics-server-kubelet-ca", namespace="kube-system"),
-                data={"ca.crt": pki.ca.cert_pem}, opts=child)
+                data={"ca.crt": pki.ca.trust_pem}, opts=child)
             deps.append(ca)
             self.objects["configmap:kube-system/metrics-server-kubelet-ca"] = ca
             self.objects.update(self._apply(manifests.render(
@@ -84,7 +86,7 @@ class Addons(pulumi.ComponentResource):
         cert = tls.LocallySignedCert("dashboard", cert_request_pem=csr.cert_request_pem,
                                      ca_private_key_pem=pki.ca.key_pem, ca_cert_pem=pki.ca.cert_pem,
                                      validity_period_hours=cfg.cert_validity_hours, allowed_uses=SERVER,
-                                     early_renewal_hours=min(24 * 30, cfg.cert_validity_hours // 4),
+                                     early_renewal_hours=cfg.renew_hours,
                                      opts=pulumi.ResourceOptions(parent=self))
         docs = manifests.render("dashboard", node_port=d.node_port, image=cfg.image(d.image),
                                 scraper_image=cfg.image(d.scraper_image))

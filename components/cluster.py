@@ -10,6 +10,7 @@ import pulumi
 from . import artifacts
 from .config import ClusterConfig
 from .addons import Addons
+from .ca_rotation import CaState
 from .cni import Cni
 from .control_plane import ControlPlane, ca_files
 from .drift import ANY_SHA, HostState, pack, settings, step_manifest
@@ -33,15 +34,17 @@ class Cluster:
     addons: Addons
     states: dict = None  # host name -> HostState (drift tracking)
     versions: pulumi.Output = None  # what runs once this `up` succeeded (exported as `versions`)
+    pki_state: pulumi.Output = None  # where a CA rotation stands once this `up` succeeded (`pki`)
 
 
-def build(cfg: ClusterConfig, deployed: Optional[dict] = None) -> Cluster:
-    """`deployed`: the versions the last successful `up` left running (components/upgrade.py)."""
+def build(cfg: ClusterConfig, deployed: Optional[dict] = None, cas: CaState = CaState()) -> Cluster:
+    """`deployed`: the versions the last successful `up` left running (components/upgrade.py);
+    `cas`: the CAs this `up` makes and trusts (components/ca_rotation.py)."""
     unpinned = artifacts.unpinned(cfg)
     if unpinned:
         pulumi.log.warn(f"{len(unpinned)} artifacts have no pinned sha256 in downloads.checksums and will be "
                         "verified against the checksum files published beside them: " + ", ".join(unpinned))
-    pki = Pki("pki", cfg)
+    pki = Pki("pki", cfg, cas)
     hosts = {h.name: Host(h.name, cfg, h, ca_files(cfg, pki, h.roles)) for h in cfg.hosts}
     etcd = EtcdCluster("etcd", cfg, pki, hosts)
     cp = ControlPlane("control-plane", cfg, pki, hosts, etcd)
@@ -54,7 +57,8 @@ def build(cfg: ClusterConfig, deployed: Optional[dict] = None) -> Cluster:
         workers[h.name] = WorkerNode(h.name, cfg, h, pki, hosts[h.name], cp, upgrade_after=after)
     # the pod network once every node registered; add-ons once the network is up
     registered = nodes_registered(cfg, cp, list(workers.values()))
-    cni = (Cni("cni", cfg, cp.provider, after=[registered], nodes=[(w.containerd.host, w.containerd) for w in workers.values()])
+    cni = (Cni("cni", cfg, cp.provider, after=[registered], nodes=[(w.containerd.host, w.containerd) for w in workers.values()],
+               pod_annotations={"kube-hardway.io/ca": pki.ca_digest})
            if cfg.network.cni != "none" else None)
     addons = Addons("addons", cfg, pki, cp.provider, after=[cni.ready] if cni else [registered],
                     network=cni.network if cni else "none")
@@ -66,6 +70,11 @@ def build(cfg: ClusterConfig, deployed: Optional[dict] = None) -> Cluster:
                       addons=addons, versions=versions)
     by_host = host_steps(cluster)
     cluster.states = {n: track_drift(h, by_host[n]) for n, h in hosts.items() if by_host[n]}
+    # a phase of a CA rotation is done once every host step (each host's state comes after them)
+    # and every add-on (their pods restarted on the new CAs) is
+    everything = [*cluster.states.values(), *(cni.objects.values() if cni else []), *addons.objects.values()]
+    cluster.pki_state = pulumi.Output.all(pki.ca_valid_until, *[r.id for r in everything]).apply(
+        lambda a: {**cas.export(), **({"caValidUntil": a[0]} if a[0] else {})})
     return cluster
 
 

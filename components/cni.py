@@ -16,7 +16,8 @@ a CNI's config earlier leaves pods that containerd can no longer tear down.
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+import functools
+from typing import Mapping, Optional, Sequence
 
 import pulumi
 import pulumi_random as random
@@ -32,9 +33,12 @@ DAEMONSETS = {"flannel": "daemonset:kube-flannel/kube-flannel-ds", "calico": "da
 class Cni(pulumi.ComponentResource):
     def __init__(self, name: str, cfg: ClusterConfig, provider: pulumi.ProviderResource,
                  after: Sequence[pulumi.Resource], nodes: Sequence[tuple[Host, pulumi.Resource]],
+                 pod_annotations: Optional[Mapping[str, pulumi.Input[str]]] = None,
                  opts: Optional[pulumi.ResourceOptions] = None):
-        """`nodes`: each host that runs a kubelet, with the step its CNI step comes after (containerd)."""
+        """`nodes`: each host that runs a kubelet, with the step its CNI step comes after (containerd).
+        `pod_annotations`: put on every pod template (the cluster CA's digest: a CA rotation rolls them)."""
         super().__init__("khw:index:Cni", name, None, opts)
+        apply = functools.partial(manifests.apply, pod_annotations=dict(pod_annotations or {}))
         cni, f, c = cfg.network.cni, cfg.addons.flannel, cfg.addons.calico
         tunnel = "vxlan" if cni in ("flannel", "canal") else ("ipip" if c.ipip_mode != "Never" else "none")
         self.host_steps = [
@@ -59,20 +63,20 @@ class Cni(pulumi.ComponentResource):
                 flannel_image=cfg.image(f.image), plugin_image=cfg.image(f.plugin_image),
                 iface_arg=f", --iface={f.iface}" if f.iface else "")
             # the namespace, RBAC and ConfigMap the DaemonSet needs exist before it (as for calico)
-            config = manifests.apply([o for o in objs if o["kind"] != "DaemonSet"], child)
+            config = apply([o for o in objs if o["kind"] != "DaemonSet"], child)
             self.objects.update(config)
-            self.objects.update(manifests.apply(
+            self.objects.update(apply(
                 [o for o in objs if o["kind"] == "DaemonSet"],
                 pulumi.ResourceOptions.merge(pulumi.ResourceOptions.merge(child, after_hosts),
                                              pulumi.ResourceOptions(depends_on=list(config.values()))),
                 timeout_s=timeout))
         else:
             # CRDs first (the provider waits until they are established), then everything that uses them
-            crds = manifests.apply(manifests.render("calico-crds"), child)
+            crds = apply(manifests.render("calico-crds"), child)
             after_crds = pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=list(crds.values())))
             host, _, port = cfg.api_endpoint.removeprefix("https://").rpartition(":")
             self.objects.update(crds)
-            self.objects.update(manifests.apply(manifests.render(
+            self.objects.update(apply(manifests.render(
                 "calico-rbac", node_sa="calico-node" if cni == "calico" else "canal", api_host=host, api_port=port,
                 kube_controllers_image=cfg.image(c.kube_controllers_image)), after_crds, timeout_s=timeout))
             common = dict(pod_cidr=cfg.network.pod_cidr, mtu=c.mtu, node_image=cfg.image(c.node_image),
@@ -84,10 +88,10 @@ class Cni(pulumi.ComponentResource):
                 objs = manifests.render("canal", iface=f.iface or "", vxlan_vni=f.vxlan_vni, vxlan_port=f.vxlan_port,
                                         flannel_image=cfg.image(f.image), **common)
             # the ConfigMaps and RBAC the DaemonSet reads exist before it
-            config = manifests.apply([o for o in objs if o["kind"] != "DaemonSet"], after_crds)
+            config = apply([o for o in objs if o["kind"] != "DaemonSet"], after_crds)
             self.objects.update(config)
             rbac = [v for k, v in self.objects.items() if k.startswith(("clusterrole", "serviceaccount", "configmap"))]
-            self.objects.update(manifests.apply(
+            self.objects.update(apply(
                 [o for o in objs if o["kind"] == "DaemonSet"],
                 pulumi.ResourceOptions.merge(pulumi.ResourceOptions.merge(after_crds, after_hosts),
                                              pulumi.ResourceOptions(depends_on=rbac)), timeout_s=timeout))

@@ -245,8 +245,14 @@ class ClusterConfig:
     cert_validity_hours: int
     addons: Addons
     etcd_backup: EtcdBackup = EtcdBackup(schedule=None, keep=7, dir="/var/backups/etcd")
+    ca_rotation: Optional[str] = None  # trust | sign | done (components/ca_rotation.py)
     # legal but almost surely wrong: `pulumi preview` shows them (from_pulumi), nothing fails
     warnings: tuple[str, ...] = ()
+
+    @property
+    def renew_hours(self) -> int:
+        """A certificate (a CA too) is issued again by `up` this many hours before its end."""
+        return min(24 * 30, self.cert_validity_hours // 4)
 
     def with_role(self, role: str) -> list[Host]:
         return [h for h in self.hosts if h.has(role)]
@@ -864,7 +870,7 @@ def load(raw: Mapping[str, Any]) -> ClusterConfig:
     """Validate the raw stack config (as a dict of top-level keys) and build the model."""
     r = _Reader()
     known_top = {"clusterName", "hosts", "ssh", "versions", "network", "api", "downloads", "hostPrep",
-                 "images", "bootstrapTokenTtlHours", "certValidityHours", "addons", "etcdBackup"}
+                 "images", "bootstrapTokenTtlHours", "certValidityHours", "addons", "etcdBackup", "caRotation"}
     r.unknown_keys(raw, known_top, "config")
 
     cluster_name = r.string(raw, "clusterName", "", "kubernetes") or "kubernetes"
@@ -1131,6 +1137,11 @@ def load(raw: Mapping[str, Any]) -> ClusterConfig:
 
     ttl = r.integer(raw, "bootstrapTokenTtlHours", "", 0, 0, 24 * 365)
     validity = r.integer(raw, "certValidityHours", "", 24 * 365 * 5, 24, 24 * 365 * 20)
+    ca_rotation = r.string(raw, "caRotation", "")
+    if ca_rotation is not None and ca_rotation not in ("trust", "sign", "done"):
+        r.fail("caRotation", f"{ca_rotation!r} is not a phase of a CA rotation: trust, then sign, then done "
+                             "(a `pulumi up` each)")
+        ca_rotation = None
     addons = _parse_addons(r, r.mapping(raw.get("addons"), "addons"), dns)
 
     if network.cni == "calico" and pod is not None and addons.calico.block_size < pod.prefixlen:
@@ -1147,7 +1158,7 @@ def load(raw: Mapping[str, Any]) -> ClusterConfig:
     return ClusterConfig(cluster_name=cluster_name, hosts=tuple(hosts), versions=versions, network=network,
                          api=api, downloads=downloads, host_prep=host_prep, images=images,
                          bootstrap_token_ttl_hours=ttl, cert_validity_hours=validity, addons=addons,
-                         etcd_backup=etcd_backup, warnings=tuple(r.warnings))
+                         etcd_backup=etcd_backup, ca_rotation=ca_rotation, warnings=tuple(r.warnings))
 
 
 def _url_problem(url: str) -> Optional[str]:

@@ -33,10 +33,12 @@ def ca_files(cfg: ClusterConfig, pki: Pki, roles: tuple[str, ...]) -> list[Remot
     """Trust anchors a host's Kubernetes services read (installed by its `binaries` step)."""
     files = []
     if "control-plane" in roles or "worker" in roles:
-        files.append(RemoteFile(f"{SSL}/ca.pem", pki.ca.cert_pem))
+        # ca.pem is what is trusted; ca-signing.pem the one CA that signs the kubelets' client
+        # certificates (two differ during a CA rotation, components/ca_rotation.py)
+        files += [RemoteFile(f"{SSL}/ca.pem", pki.ca.trust_pem), RemoteFile(f"{SSL}/ca-signing.pem", pki.ca.cert_pem)]
     if "control-plane" in roles:
-        files += [RemoteFile(f"{SSL}/etcd-ca.pem", pki.etcd_ca.cert_pem),
-                  RemoteFile(f"{SSL}/front-proxy-ca.pem", pki.front_proxy_ca.cert_pem)]
+        files += [RemoteFile(f"{SSL}/etcd-ca.pem", pki.etcd_ca.trust_pem),
+                  RemoteFile(f"{SSL}/front-proxy-ca.pem", pki.front_proxy_ca.trust_pem)]
     return files
 
 
@@ -84,7 +86,7 @@ class ControlPlane(pulumi.ComponentResource):
                 opts=pulumi.ResourceOptions(parent=self, depends_on=[host.binaries, etcd.healthy, *last["api"]]))
             self.apiservers[h.name] = api
 
-            kcm_kubeconfig = kubeconfig(cfg.cluster_name, local(cfg.api.port), pki.ca.cert_pem,
+            kcm_kubeconfig = kubeconfig(cfg.cluster_name, local(cfg.api.port), pki.ca.trust_pem,
                                         "system:kube-controller-manager", pki.controller_manager.cert_pem,
                                         pki.controller_manager.key_pem)
             self.controller_managers[h.name] = Step(
@@ -98,12 +100,12 @@ class ControlPlane(pulumi.ComponentResource):
                         service_cidr=cfg.network.service_cidr, signing_duration=f"{cfg.cert_validity_hours}h")),
                     RemoteFile(f"{UNIT}/kube-controller-manager.service", render("kube-controller-manager.service")),
                 ],
-                watch=[trust[f"{SSL}/ca.pem"], sa_key,
+                watch=[trust[f"{SSL}/ca.pem"], trust[f"{SSL}/ca-signing.pem"], sa_key,
                        RemoteFile("/opt/kubernetes/bin/kube-controller-manager", k8s_version)],
                 script_name="kube-controller-manager.sh", units=["kube-controller-manager.service"],
                 opts=pulumi.ResourceOptions(parent=self, depends_on=[api, *last["kcm"]]))
 
-            sched_kubeconfig = kubeconfig(cfg.cluster_name, local(cfg.api.port), pki.ca.cert_pem,
+            sched_kubeconfig = kubeconfig(cfg.cluster_name, local(cfg.api.port), pki.ca.trust_pem,
                                           "system:kube-scheduler", pki.scheduler.cert_pem, pki.scheduler.key_pem)
             self.schedulers[h.name] = Step(
                 f"{h.name}-kube-scheduler", h, step="kube-scheduler",
@@ -130,12 +132,12 @@ class ControlPlane(pulumi.ComponentResource):
                           env={"KHW_ENDPOINT": self.endpoint},
                           opts=pulumi.ResourceOptions(parent=self, depends_on=ready_deps))
 
-        self.admin_kubeconfig = kubeconfig(cfg.cluster_name, self.endpoint, pki.ca.cert_pem, "admin",
+        self.admin_kubeconfig = kubeconfig(cfg.cluster_name, self.endpoint, pki.ca.trust_pem, "admin",
                                            pki.admin.cert_pem, pki.admin.key_pem)
         # what every worker uses to reach the API: the same file on every node, built once
-        self.kubelet_bootstrap_kubeconfig = kubeconfig(cfg.cluster_name, self.endpoint, pki.ca.cert_pem,
+        self.kubelet_bootstrap_kubeconfig = kubeconfig(cfg.cluster_name, self.endpoint, pki.ca.trust_pem,
                                                        "kubelet-bootstrap", token=pki.bootstrap_token)
-        self.kube_proxy_kubeconfig = kubeconfig(cfg.cluster_name, self.endpoint, pki.ca.cert_pem,
+        self.kube_proxy_kubeconfig = kubeconfig(cfg.cluster_name, self.endpoint, pki.ca.trust_pem,
                                                 "system:kube-proxy", pki.kube_proxy.cert_pem, pki.kube_proxy.key_pem)
         # drift repair (issue 5): a hand edit (`kubectl edit`) takes ownership of the fields it
         # touched; patch force lets `pulumi up` take them back instead of failing on the field
@@ -168,7 +170,7 @@ class ControlPlane(pulumi.ComponentResource):
         binding = _cluster_role_binding("node-drainer", "kube-hardway:node-drainer", "User",
                                         "kube-hardway:node-drainer",
                                         pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=[role])))
-        drainer = kubeconfig(cfg.cluster_name, self.endpoint, pki.ca.cert_pem, "kube-hardway:node-drainer",
+        drainer = kubeconfig(cfg.cluster_name, self.endpoint, pki.ca.trust_pem, "kube-hardway:node-drainer",
                              pki.node_drainer.cert_pem, pki.node_drainer.key_pem)
         return Step(f"{first.name}-node-drainer", first, step="node-drainer",
                     files=[RemoteFile("/opt/kubernetes/cfg/node-drainer.kubeconfig", drainer, "0600")],

@@ -40,7 +40,7 @@ class EtcdCluster(pulumi.ComponentResource):
         for h in members:
             server, peer = pki.etcd_server[h.name], pki.etcd_peer[h.name]
             files = [
-                RemoteFile("/opt/etcd/ssl/ca.pem", pki.etcd_ca.cert_pem),
+                RemoteFile("/opt/etcd/ssl/ca.pem", pki.etcd_ca.trust_pem),
                 RemoteFile("/opt/etcd/ssl/server.pem", server.cert_pem),
                 RemoteFile("/opt/etcd/ssl/server-key.pem", server.key_pem, "0600"),
                 RemoteFile("/opt/etcd/ssl/peer.pem", peer.cert_pem),

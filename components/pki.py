@@ -7,10 +7,13 @@ Three CAs, as kubeadm has them:
   grants access to etcd: only holders of an etcd-CA client cert (the apiserver) can read it;
 - the front-proxy CA for the aggregation layer (metrics-server's APIService).
 Private keys and the bootstrap token exist only as Pulumi secrets. Certificates are re-issued
-by `pulumi up` once inside `early_renewal_hours` of expiry (that is our rotation).
+by `pulumi up` once inside `early_renewal_hours` of expiry (renewal). The CAs themselves are
+rotated in three `up`s (components/ca_rotation.py): while that runs, each CA here is the one
+that signs (`cert_pem`, `key_pem`) and `trust_pem` is what every host and client trusts.
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
@@ -18,6 +21,7 @@ import pulumi
 import pulumi_random as random
 import pulumi_tls as tls
 
+from .ca_rotation import CaState, ca_name
 from .config import ClusterConfig
 
 SERVER = ["digital_signature", "key_encipherment", "server_auth"]
@@ -32,18 +36,27 @@ class KeyPair:
     cert_pem: pulumi.Output[str]
 
 
+@dataclass
+class Ca(KeyPair):
+    """The CA that signs (key_pem, cert_pem) and the bundle that is trusted (trust_pem): the
+    same certificate, but for a CA rotation's trust and sign phases, when both are trusted."""
+    trust_pem: pulumi.Output[str]
+
+
 class Pki(pulumi.ComponentResource):
     """Every certificate, key and token the cluster needs."""
 
-    def __init__(self, name: str, cfg: ClusterConfig, opts: Optional[pulumi.ResourceOptions] = None):
+    def __init__(self, name: str, cfg: ClusterConfig, cas: CaState = CaState(),
+                 opts: Optional[pulumi.ResourceOptions] = None):
         super().__init__("khw:index:Pki", name, None, opts)
         self._cfg = cfg
         self._validity = cfg.cert_validity_hours
-        self._renew = min(24 * 30, cfg.cert_validity_hours // 4)
+        self._renew = cfg.renew_hours
 
-        self.ca = self._ca("ca", cfg.cluster_name)
-        self.etcd_ca = self._ca("etcd-ca", "etcd-ca")
-        self.front_proxy_ca = self._ca("front-proxy-ca", "front-proxy-ca")
+        self._ends: list[pulumi.Output[str]] = []
+        self.ca = self._cas("ca", cfg.cluster_name, cas)
+        self.etcd_ca = self._cas("etcd-ca", "etcd-ca", cas)
+        self.front_proxy_ca = self._cas("front-proxy-ca", "front-proxy-ca", cas)
 
         # etcd: one server and one peer cert per member, SANs = its name and addresses
         self.etcd_server: dict[str, KeyPair] = {}
@@ -105,13 +118,30 @@ class Pki(pulumi.ComponentResource):
         self.bootstrap_token_secret = pulumi.Output.secret(tsecret.result)
         self.bootstrap_token = pulumi.Output.secret(pulumi.Output.concat(tid.result, ".", tsecret.result))
 
-        self.register_outputs({"ca_cert_pem": self.ca.cert_pem, "etcd_ca_cert_pem": self.etcd_ca.cert_pem})
+        # what pods trust (kube-root-ca.crt) and what signs: the add-ons' pods carry its digest, so
+        # each phase of a CA rotation restarts them on what they must trust by then
+        self.ca_digest: pulumi.Output[str] = pulumi.Output.all(self.ca.trust_pem, self.ca.cert_pem).apply(
+            lambda p: hashlib.sha256("".join(p).encode()).hexdigest()[:16])
+
+        # when the first CA ends (the next run warns before its renewal window: ca_rotation.py)
+        self.ca_valid_until: pulumi.Output = pulumi.Output.all(*self._ends).apply(
+            lambda ends: min((e for e in ends if e), default=None))
+
+        self.register_outputs({"ca_cert_pem": self.ca.trust_pem, "etcd_ca_cert_pem": self.etcd_ca.trust_pem})
 
     # ------------------------------------------------------------------ helpers
 
     def _key(self, name: str) -> tls.PrivateKey:
         return tls.PrivateKey(f"{name}-key", algorithm="ECDSA", ecdsa_curve="P256",
                               opts=pulumi.ResourceOptions(parent=self))
+
+    def _cas(self, base: str, cn: str, cas: CaState) -> Ca:
+        """One CA per trusted generation (two during a rotation): the signing one, and the bundle."""
+        made = {g: self._ca(ca_name(base, g), cn) for g in cas.trusted}
+        signer = made[cas.signer]
+        trust = signer.cert_pem if len(made) == 1 else pulumi.Output.all(*[made[g].cert_pem for g in cas.trusted]).apply(
+            lambda pems: "".join(p if p.endswith("\n") else p + "\n" for p in pems))
+        return Ca(key_pem=signer.key_pem, cert_pem=signer.cert_pem, trust_pem=trust)
 
     def _ca(self, name: str, cn: str) -> KeyPair:
         key = self._key(name)
@@ -120,6 +150,7 @@ class Pki(pulumi.ComponentResource):
             validity_period_hours=self._validity * 2, early_renewal_hours=self._renew, allowed_uses=CA_USES,
             subject=tls.SelfSignedCertSubjectArgs(common_name=cn, organization="kube-hardway"),
             opts=pulumi.ResourceOptions(parent=self))
+        self._ends.append(cert.validity_end_time)
         return KeyPair(key_pem=pulumi.Output.secret(key.private_key_pem), cert_pem=cert.cert_pem)
 
     def _leaf(self, name: str, ca: KeyPair, cn: str, org: Optional[str], dns: Sequence[str],

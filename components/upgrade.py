@@ -22,8 +22,8 @@ from .config import ClusterConfig, ConfigError
 _VERSION = re.compile(r"^v?(\d+)\.(\d+)\.(\d+)")
 
 
-def deployed_versions() -> Optional[dict[str, str]]:
-    """`versions` as the last successful `up` of this stack exported them (None: none yet)."""
+def deployed_outputs() -> dict[str, Any]:
+    """`versions` and `pki` as the last successful `up` of this stack exported them ({}: none yet)."""
     import pulumi
     from pulumi.runtime import invoke
 
@@ -38,8 +38,14 @@ def deployed_versions() -> Optional[dict[str, str]]:
             if "checkpoint" not in str(e) or attempt == 9:
                 raise
             time.sleep(0.3)
-    # only this output is kept: the others hold secrets (kubeconfig), returned decrypted here
-    versions = (got.get("outputs") or {}).get("versions")
+    # only these outputs are kept: the others hold secrets (kubeconfig), returned decrypted here
+    outputs = got.get("outputs") or {}
+    return {k: dict(outputs[k]) for k in ("versions", "pki") if isinstance(outputs.get(k), Mapping)}
+
+
+def deployed_versions(outputs: Optional[Mapping[str, Any]] = None) -> Optional[dict[str, str]]:
+    """`versions` as the last successful `up` exported them (None: none yet)."""
+    versions = (deployed_outputs() if outputs is None else outputs).get("versions")
     return dict(versions) if isinstance(versions, Mapping) else None
 
 

@@ -59,6 +59,7 @@ class WorkerNode(pulumi.ComponentResource):
         super().__init__("khw:index:WorkerNode", name, None, opts)
         v = cfg.versions
         ca = next(f for f in host.ca_files if f.path == f"{SSL}/ca.pem")
+        signing = next(f for f in host.ca_files if f.path == f"{SSL}/ca-signing.pem")
         self.containerd = Step(
             f"{spec.name}-containerd", spec, step="containerd",
             files=[
@@ -105,7 +106,7 @@ class WorkerNode(pulumi.ComponentResource):
                     resolv_conf="/etc/resolv.conf")),
                 RemoteFile(f"{UNIT}/kubelet.service", render("kubelet.service")),
             ],
-            watch=[ca, RemoteFile("/opt/kubernetes/bin/kubelet", v.kubernetes)],
+            watch=[ca, signing, RemoteFile("/opt/kubernetes/bin/kubelet", v.kubernetes)],
             script_name="kubelet.sh", teardown=script("kubelet-remove.sh"), units=["kubelet.service"],
             env={"KHW_ENDPOINT": cp.endpoint, "KHW_NODE": spec.name},
             opts=pulumi.ResourceOptions(parent=self, depends_on=[self.containerd, self.forget, *cp.join]))

@@ -14,7 +14,7 @@ if [ -f /sys/fs/cgroup/cgroup.controllers ]; then cgroup=v2
 elif [ -d /sys/fs/cgroup/memory ]; then cgroup=v1
 else khw_die "no usable cgroup hierarchy under /sys/fs/cgroup"; fi
 missing=""
-for t in systemctl tar sha256sum base64 mktemp ip iptables; do command -v "$t" >/dev/null || missing="$missing $t"; done
+for t in systemctl tar sha256sum base64 mktemp ip iptables openssl; do command -v "$t" >/dev/null || missing="$missing $t"; done
 command -v curl >/dev/null || command -v wget >/dev/null || missing="$missing curl|wget"
 [ -z "$missing" ] || khw_die "required tools missing:$missing"
 # a port is free, or held by the component we install there (a re-run)

@@ -57,6 +57,7 @@ class Mocks(pulumi.runtime.Mocks):
             out["cert_request_pem"] = f"CSR({name})"
         elif t in ("tls:index/locallySignedCert:LocallySignedCert", "tls:index/selfSignedCert:SelfSignedCert"):
             out["cert_pem"] = f"-----BEGIN CERTIFICATE-----\nCERT({name})\n-----END CERTIFICATE-----\n"
+            out["validity_end_time"] = "2036-11-20T10:00:00Z" if name.startswith("etcd-ca") else "2036-11-21T10:00:00Z"
         elif t in ("random:index/randomString:RandomString", "random:index/randomPassword:RandomPassword"):
             out["result"] = ("k" * 40)[: int(i.get("length", 8))]
         elif t == "random:index/randomId:RandomId":
@@ -146,8 +147,10 @@ class Graph:
         return self.get(b).urn in self.ancestors(self.get(a))
 
 
-def evaluate(raw: dict, mocks: "Mocks | None" = None, preview: bool = True, deployed: "dict | None" = None) -> Graph:
-    """The program's graph for the config `raw`; `deployed`: the versions running (an upgrade)."""
+def evaluate(raw: dict, mocks: "Mocks | None" = None, preview: bool = True, deployed: "dict | None" = None,
+             cas: Any = None) -> Graph:
+    """The program's graph for the config `raw`; `deployed`: the versions running (an upgrade);
+    `cas`: a ca_rotation.CaState (a CA rotation's phase)."""
     m = mocks or Mocks()
     mon = RecordingMonitor(m)
     pulumi.runtime.set_mocks(m, project="kube-hardway", stack="test", preview=preview, monitor=mon)
@@ -156,7 +159,7 @@ def evaluate(raw: dict, mocks: "Mocks | None" = None, preview: bool = True, depl
     @pulumi.runtime.test
     def program():
         cfg = cfgmod.load(raw)
-        holder["cluster"] = build(cfg, deployed)
+        holder["cluster"] = build(cfg, deployed, *([cas] if cas else []))
         return holder["cluster"].control_plane.admin_kubeconfig.apply(lambda _: None)
 
     program()

@@ -261,8 +261,9 @@ def test_with_no_pod_network_the_addons_are_applied_but_not_awaited():
     assert "cp1-smoke-test" not in {r.name for r in g.steps}
     assert not [r.name for r in g.steps if "-cni-" in r.name]  # nothing of a CNI on the hosts
     assert not g.of_type("random:index/randomId:RandomId")  # no network generation either
-    assert g.get("deployment-kube-system-coredns").inputs["spec"]["template"]["metadata"]["annotations"] == {
-        "kube-hardway.io/network": "none"}
+    annotations = g.get("deployment-kube-system-coredns").inputs["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["kube-hardway.io/network"] == "none"
+    assert set(annotations) == {"kube-hardway.io/network", "kube-hardway.io/ca"}
 
 
 def test_bad_calico_settings():

@@ -295,8 +295,10 @@ def test_the_entry_point_reads_the_stack_config_and_exports():
     from conftest import plain
     resolved = _run_main(dev_config())
     assert sorted(resolved) == ["apiEndpoint", "caCertificate", "dashboardToken", "dashboardUrl", "etcdEndpoints",
-                                "kubeconfig", "nodes", "versions"]
+                                "kubeconfig", "nodes", "pki", "versions"]
     assert resolved["versions"] == {"kubernetes": "1.33.4", "etcd": "3.5.21"}
+    # and where a CA rotation stands, and when the first CA ends (the next preview warns before)
+    assert resolved["pki"] == {"caGeneration": 1, "caRotation": "none", "caValidUntil": "2036-11-20T10:00:00Z"}
     assert resolved["apiEndpoint"] == "https://192.0.2.100:6443"
     assert resolved["nodes"] == ["master01", "master02", "node01", "node02"]
     assert "client-key-data" in plain(resolved["kubeconfig"])

@@ -10,8 +10,10 @@ end no key material in anything the CLI printed or in the state.
 from __future__ import annotations
 
 import re
+import subprocess
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -967,6 +969,123 @@ def test_ha_an_etcd_upgrade_rolls_one_member_at_a_time_without_an_outage(ha, cap
     no_outage_and_settled(ha, capsys, {f"etcd 3.4.23 -> {ETCD_TO}, one member at a time": (probe, took)})
     for h in HOSTS:
         ssh(h, "rm -rf /var/backups/etcd")
+
+
+def can_verify_vip(ca_pem: str) -> bool:
+    """A TLS handshake with the apiserver through the VIP succeeds trusting only `ca_pem`."""
+    import http.client
+    import ssl
+    c = http.client.HTTPSConnection(lab.VIP, lab.LB_PORT, timeout=5, context=ssl.create_default_context(cadata=ca_pem))
+    try:
+        c.request("GET", "/readyz")
+        return c.getresponse().status == 200
+    except ssl.SSLError:
+        return False
+    finally:
+        c.close()
+
+
+def certs_in(host: str, path: str) -> int:
+    return int(ssh(host, f"grep -c 'BEGIN CERTIFICATE' {path}").strip())
+
+
+def test_ha_the_cas_are_rotated_in_three_ups_without_an_outage(ha, capsys):
+    """caRotation trust, sign, done: each phase an edit of the config and `up`, the API answering
+    through the VIP all along. A phase out of order is refused by the preview. trust: every
+    host's trust files hold the old and the new CAs, nothing serves a certificate from the new
+    one yet. sign (the CLI killed once the first kubelet started to join again, then `up`
+    again): every certificate comes from the new CAs, the kubelets' client certificates too.
+    done: only the new CAs are left, a client certificate of the old CA is refused, and the
+    cluster works (nodes, pods across nodes, DNS, exec, metrics, the dashboard)."""
+    import json
+    import tempfile
+    versions = json.loads(ha.pulumi("stack", "output", "versions", "--json"))
+    keys = stack_keys(ha=True)
+    keys = {**keys, "versions": {**keys["versions"], **versions}}  # as deployed (an etcd upgrade before)
+    old = ha.pulumi("stack", "output", "caCertificate").strip()
+    old_admin = Path(tempfile.mkdtemp()) / "kubeconfig"
+    old_admin.write_text(json.loads(ha.pulumi("stack", "output", "kubeconfig", "--show-secrets", "--json")))
+    old_admin.chmod(0o600)
+    runs: dict[str, tuple[VipProbe, float]] = {}
+
+    ha.write_config({**keys, "caRotation": "sign"})
+    r = ha.run("preview", check=False)
+    assert r.returncode != 0 and "caRotation: sign needs the new CAs trusted on every host first" in r.stdout + r.stderr
+
+    # 1. trust
+    ha.write_config({**keys, "caRotation": "trust"})
+    plan = changed_steps(ha.preview_json())
+    assert {k for k, op in plan.items() if op == "create"} >= {"ca-2", "etcd-ca-2", "front-proxy-ca-2"}, plan
+    assert not [k for k, op in plan.items() if op in ("replace", "delete", "create-replacement")], plan
+    out, probe, took = probed_up(ha)
+    runs["trust: the new CAs trusted everywhere"] = (probe, took)
+    assert [m.group(1) for m in re.finditer(r"\[(lab\d) kube-apiserver\] restarting", out)] == ["lab1", "lab2"]
+    assert pki_output(ha)[:2] == (1, "trust")
+    bundle = ha.pulumi("stack", "output", "caCertificate").strip()
+    new = bundle.replace(old, "").strip()
+    assert bundle.count("BEGIN CERTIFICATE") == 2 and old in bundle and new.count("BEGIN CERTIFICATE") == 1
+    for h in HOSTS:
+        assert certs_in(h, "/opt/kubernetes/ssl/ca.pem") == 2 and certs_in(h, "/opt/etcd/ssl/ca.pem") == 2, h
+    assert can_verify_vip(old) and not can_verify_vip(new)  # nothing signed by the new CA serves yet
+    ha.collect_secrets()
+
+    # 2. sign, the CLI killed after the first kubelet began to join again, then `up` again
+    ha.write_config({**keys, "caRotation": "sign"})
+    plan = changed_steps(ha.preview_json())
+    assert {"apiserver", "etcd-server-lab1", "kube-proxy", "admin"} <= {k for k, op in plan.items() if op == "replace"}, plan
+    out, probe, took = probed_killed_and_up(ha, "kubelet] the kubelet's client certificate is not from the signing CA")
+    runs["sign: every certificate from the new CAs (killed and run again)"] = (probe, took)
+    assert pki_output(ha)[:2] == (1, "sign")
+    assert can_verify_vip(new)
+    for h in NODES:
+        ssh(h, "openssl verify -CAfile /opt/kubernetes/ssl/ca-signing.pem "
+               "/opt/kubernetes/ssl/kubelet/kubelet-client-current.pem")  # fails (raises) unless the new CA signed it
+    for h in HOSTS:  # the second CA of the bundle (the new one) signed the member's certificates
+        ssh(h, "awk '/BEGIN CERT/{n++} n==2' /opt/etcd/ssl/ca.pem > /tmp/etcd-ca-new.pem && openssl verify "
+               "-CAfile /tmp/etcd-ca-new.pem /opt/etcd/ssl/server.pem /opt/etcd/ssl/peer.pem; rc=$?; "
+               "rm -f /tmp/etcd-ca-new.pem; exit $rc")
+    ha.collect_secrets()
+
+    # 3. done
+    ha.write_config({**keys, "caRotation": "done"})
+    plan = changed_steps(ha.preview_json())
+    assert {"ca", "etcd-ca", "front-proxy-ca"} <= {k for k, op in plan.items() if op == "delete"}, plan
+    out, probe, took = probed_up(ha)
+    runs["done: the old CAs gone"] = (probe, took)
+    generation, phase, until = pki_output(ha)
+    assert (generation, phase) == (2, "none") and until > time.strftime("%Y-%m-%dT", time.gmtime(time.time() + 9 * 365 * 86400))
+    assert ha.pulumi("stack", "output", "caCertificate").strip() == new
+    for h in HOSTS:
+        assert certs_in(h, "/opt/kubernetes/ssl/ca.pem") == 1 and certs_in(h, "/opt/etcd/ssl/ca.pem") == 1, h
+    assert not can_verify_vip(old)
+    r = subprocess.run([str(lab.KUBECTL), "--kubeconfig", str(old_admin), "--insecure-skip-tls-verify",
+                        "--request-timeout=20s", "get", "nodes"], capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0 and "Unauthorized" in r.stderr, r.stderr  # the old CA's admin certificate
+    ha.collect_secrets()
+    no_outage_and_settled(ha, capsys, runs)
+    # 90 days before a CA's renewal window the preview says a rotation is due (the export's end
+    # moved to 60 days from now, as if ten years had passed)
+    state = ha.pulumi("stack", "export")
+    soon = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 60 * 86400))
+    with tempfile.NamedTemporaryFile("w", suffix=".json") as f:
+        f.write(state.replace(f'"caValidUntil": "{until}"', f'"caValidUntil": "{soon}"'))
+        f.flush()
+        ha.pulumi("stack", "import", "--file", f.name)
+    try:
+        out = ha.run("preview").stdout
+        assert f"the cluster's CAs are valid until {soon}" in out and "caRotation: trust" in out, out[-2000:]
+    finally:
+        with tempfile.NamedTemporaryFile("w", suffix=".json") as f:
+            f.write(state)
+            f.flush()
+            ha.pulumi("stack", "import", "--file", f.name)
+
+
+def pki_output(e: Engine) -> tuple[int, str, str]:
+    """The stack's `pki` output: CA generation, rotation phase, when the first CA ends."""
+    import json
+    pki = json.loads(e.pulumi("stack", "output", "pki", "--json"))
+    return pki["caGeneration"], pki["caRotation"], pki.get("caValidUntil", "")
 
 
 def test_ha_destroy_leaves_nothing(ha):

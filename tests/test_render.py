@@ -43,7 +43,7 @@ def test_apiserver_flags(ha):
 def test_controller_manager_flags(ha):
     f = flags(files(ha, "master01-kube-controller-manager")["/opt/kubernetes/cfg/kube-controller-manager.conf"][1])
     assert f["cluster-cidr"] == "10.244.0.0/16" and f["allocate-node-cidrs"] == "true"
-    assert f["cluster-signing-cert-file"] == "/opt/kubernetes/ssl/ca.pem"
+    assert f["cluster-signing-cert-file"] == "/opt/kubernetes/ssl/ca-signing.pem"  # one CA, not the bundle
     assert f["service-account-private-key-file"] == "/opt/kubernetes/ssl/sa.key"
     assert f["root-ca-file"] == "/opt/kubernetes/ssl/ca.pem"
     assert f["leader-elect"] == "true"
