@@ -21,7 +21,7 @@ try:
 except config.ConfigError as e:
     raise config.run_error(e) from None
 warning = ca_rotation.expiry_warning(outputs, renew_hours=cfg.renew_hours)
-if warning and cas.phase == "none":
+if warning and cas == ca_rotation.deployed_state(outputs):  # not while a rotation runs or ends
     pulumi.log.warn(warning)
 cluster = build(cfg, deployed, cas)
 

@@ -133,3 +133,13 @@ def test_an_unknown_phase_names_the_field():
     from components import config
     with pytest.raises(ConfigError, match=r"caRotation: 'rotate' is not a phase of a CA rotation"):
         config.load(dict(single_cp_config(), caRotation="rotate"))
+
+
+def test_the_entry_point_warns_only_when_no_rotation_runs(caplog):
+    from test_config import _run_main
+    near = {"caGeneration": 1, "caRotation": "none", "caValidUntil": "2026-01-01T00:00:00Z"}  # long past
+    _run_main(single_cp_config(), stack_outputs={"pki": near})
+    assert "rotate them before" in caplog.text
+    caplog.clear()
+    _run_main(dict(single_cp_config(), caRotation="done"), stack_outputs={"pki": {**near, "caRotation": "sign"}})
+    assert "rotate them before" not in caplog.text  # the rotation that replaces that CA is ending
