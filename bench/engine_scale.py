@@ -93,18 +93,24 @@ def measure(argv: list[str], env: dict) -> dict:
     cpu: dict[int, float] = {}
     kinds: dict[int, str] = {}
     peak = 0
+    peak_kind: dict[str, int] = {}
     while p.poll() is None:
         total = 0
+        now_kind: dict[str, int] = {}
         for pid in tree(p.pid):
             try:
                 fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
                 cpu[pid] = (int(fields[11]) + int(fields[12])) / HZ
-                total += int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE
+                rss = int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE
             except (OSError, IndexError, ValueError):
                 continue
+            total += rss
             if kinds.get(pid, "./run and tools") == "./run and tools":  # ./run execs the CLI: same pid
                 kinds[pid] = kind(pid)
+            now_kind[kinds[pid]] = now_kind.get(kinds[pid], 0) + rss
         peak = max(peak, total)
+        for k, v in now_kind.items():  # each kind's own peak (they need not peak together)
+            peak_kind[k] = max(peak_kind.get(k, 0), v)
         time.sleep(0.05)
     wall = time.monotonic() - t0
     log.seek(0)
@@ -115,7 +121,8 @@ def measure(argv: list[str], env: dict) -> dict:
     for pid, c in cpu.items():
         by_kind[kinds[pid]] = by_kind.get(kinds[pid], 0.0) + c
     creates = next((line.split()[1] for line in text.splitlines() if line.strip().endswith("to create")), "?")
-    return {"wall": wall, "peak_mb": peak / 2**20, "cpu": by_kind, "resources": creates}
+    return {"wall": wall, "peak_mb": peak / 2**20, "cpu": by_kind, "resources": creates,
+            "peak_kind_mb": {k: v / 2**20 for k, v in peak_kind.items()}}
 
 
 def preview(n: int, extra_env: dict | None = None) -> dict:
@@ -154,6 +161,7 @@ def scale(sizes: list[int], runs: int) -> None:
     print("| hosts | resources | wall (s) | peak tree RSS (MB) | program: eval under mocks (s) | program CPU (s) "
           "| engine CPU (s) | tls CPU (s) | command CPU (s) | other plugins CPU (s) | runs (wall s / MB) |")
     print("|" + "---|" * 11)
+    mems = []
     for n in sizes:
         samples = [preview(n) for _ in range(runs)]
         med = sorted(samples, key=lambda r: r["wall"])[len(samples) // 2]
@@ -165,15 +173,26 @@ def scale(sizes: list[int], runs: int) -> None:
               f"| {c.get(KINDS[0], 0):.1f} | {c.get(KINDS[1], 0):.1f} | {c.get(KINDS[2], 0):.1f} "
               f"| {c.get(KINDS[3], 0):.1f} | {other:.1f} "
               f"| {runs_text} |", flush=True)
+        mems.append((n, med["peak_kind_mb"]))
+    # where the memory goes: each kind of process's own peak (they need not peak together, so
+    # the columns add up to a little more than the tree's peak)
+    print()
+    print("| hosts | program | engine (CLI) | tls | command | kubernetes | random | HostState host | rest (MB) |")
+    print("|" + "---|" * 9)
+    for n, m in mems:
+        named = [KINDS[0], KINDS[1], KINDS[2], KINDS[3], KINDS[4], KINDS[5], KINDS[6]]
+        rest = sum(v for k, v in m.items() if k not in named)
+        print(f"| {n} | " + " | ".join(f"{m.get(k, 0):.0f}" for k in named) + f" | {rest:.0f} |", flush=True)
 
 
 def ablation(n: int) -> None:
     """Each speed-up of components/runtime.py and ./run turned off in turn, then all of them."""
     cases = [("all on (as shipped)", {}),
-             ("SDK debug messages kept (KHW_SDK_TUNE='gc wait')", {"KHW_SDK_TUNE": "gc wait"}),
-             ("SDK polls every Output (KHW_SDK_TUNE='gc debug')", {"KHW_SDK_TUNE": "gc debug"}),
+             ("SDK debug messages kept (KHW_SDK_TUNE='gc wait trace')", {"KHW_SDK_TUNE": "gc wait trace"}),
+             ("SDK polls every Output (KHW_SDK_TUNE='gc debug trace')", {"KHW_SDK_TUNE": "gc debug trace"}),
+             ("SDK's full stack traces (KHW_SDK_TUNE='gc debug wait')", {"KHW_SDK_TUNE": "gc debug wait"}),
              ("CLI's automatic log kept (KHW_PULUMI_LOGS=1)", {"KHW_PULUMI_LOGS": "1"}),
-             ("default GC thresholds (KHW_SDK_TUNE='debug wait')", {"KHW_SDK_TUNE": "debug wait"}),
+             ("default GC thresholds (KHW_SDK_TUNE='debug wait trace')", {"KHW_SDK_TUNE": "debug wait trace"}),
              ("all off", {"KHW_SDK_TUNE": "none", "KHW_PULUMI_LOGS": "1"})]
     print(f"| {n} hosts | wall (s) | peak tree RSS (MB) | program CPU (s) | engine CPU (s) |")
     print("|---|---|---|---|---|")

@@ -51,7 +51,7 @@ def child(n: int) -> None:
     import conftest  # the same mocks the unit tests use
     from components import config
     from components.cluster import build
-    from components.runtime import tune_gc
+    from components.runtime import caller_only_stack_traces, tune_gc
 
     counts = {"resources": 0, "steps": 0, "bytes": 0}
     per_host: dict[str, int] = {}
@@ -77,6 +77,8 @@ def child(n: int) -> None:
     raw = stack(n)
     if not os.environ.get("KHW_BENCH_DEFAULT_GC"):  # set it to see the cost without tune_gc
         tune_gc()  # as __main__.py does
+    if not os.environ.get("KHW_BENCH_FULL_TRACES"):
+        caller_only_stack_traces()
     t0 = time.perf_counter()
 
     @pulumi.runtime.test

@@ -15,7 +15,7 @@ import pulumi
 
 from . import artifacts
 from .config import ClusterConfig, Host as HostSpec
-from .remote import RemoteFile, Step, render, script
+from .remote import LIB_PATH, RemoteFile, Step, lib_text, render, script
 
 IPVS_MODULES = ["ip_vs", "ip_vs_rr", "ip_vs_wrr", "ip_vs_sh", "nf_conntrack"]
 
@@ -63,8 +63,10 @@ class Host(pulumi.ComponentResource):
                 RemoteFile("/etc/modules-load.d/kubernetes.conf", render(
                     "modules-load-kubernetes.conf", modules="\n".join(mods),
                     ipvs_comment=", ip_vs* for kube-proxy mode ipvs (seed 004)" if len(mods) > 2 else "")),
+                # the helpers every other step of this host sources (components/remote.py)
+                RemoteFile(LIB_PATH, lib_text()),
             ],
-            script_name="host-prep.sh", teardown=script("host-prep-remove.sh"),
+            script_name="host-prep.sh", teardown=script("host-prep-remove.sh"), ships_lib=True,
             env={"KHW_ARCH": spec.arch, "KHW_PORTS": " ".join(ports_for(cfg, spec)),
                  "KHW_MODULES": " ".join(mods),
                  "KHW_HOSTS_BLOCK": base64.b64encode(hosts_block.encode()).decode()

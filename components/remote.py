@@ -8,6 +8,12 @@ stdin of exactly the steps that install it: Pulumi updates those (the same scrip
 writes only what differs) and nothing else; a no-op `pulumi up` runs nothing. `delete` removes the
 step's units and files, so `pulumi destroy` leaves the host as it found it; a replaced step's
 delete leaves what its successor installed (holders, scripts/lib.sh).
+
+`scripts/lib.sh` travels once per host: the `prep` step carries it and installs it as
+/var/lib/kube-hardway/lib.sh (a file of prep's, drift-tracked like any other); every other step
+sources that file after checking its sha256 against its own. On a 1000-host stack a copy in
+each step's stdin and teardown was more than half of every step's bytes, kept by the program,
+the engine and the state (docs/benchmarks.md).
 """
 from __future__ import annotations
 
@@ -144,20 +150,52 @@ def step_header(host: cfgmod.Host, step: str, files: Sequence[tuple[str, str, st
     return "\n".join(lines) + "\n"
 
 
+LIB_PATH = "/var/lib/kube-hardway/lib.sh"  # prep installs it; $KHW_STATE/lib.sh on the host
+
+
+def lib_text() -> str:
+    """scripts/lib.sh as hosts get it (prep installs it)."""
+    return shipped(script("lib.sh"))
+
+
+_lib_loaders: dict[bool, str] = {}
+
+
+def lib_loader(teardown: bool) -> str:
+    """The lines that give a step lib.sh: the host's copy, sourced once its sha256 is this
+    program's. A step never runs another lib.sh than the one its header names: prep runs before
+    every other step of its host and puts the new one in place (a hand-edited copy is prep's
+    drift). A teardown only needs it present: a host without it has nothing of ours left."""
+    out = _lib_loaders.get(teardown)
+    if out is None:
+        where = 'khw_lib=${KHW_STATE:-/var/lib/kube-hardway}/lib.sh\n'
+        if teardown:
+            check = ('[ -f "$khw_lib" ] || { printf \'[%s %s] %s is gone: nothing of kube-hardway left to tear down\\n\' '
+                     '"$KHW_HOST" "$KHW_STEP" "$khw_lib"; exit 0; }\n')
+        else:
+            want = _digest(lib_text())
+            check = (f'[ "$(sha256sum "$khw_lib" 2>/dev/null | cut -c1-64)" = {want} ] || {{ printf '
+                     f'\'[%s %s] ERROR: %s is missing or not the one this step needs: the prep step of this host '
+                     f'installs it (pulumi up --refresh puts it back)\\n\' "$KHW_HOST" "$KHW_STEP" "$khw_lib" >&2; exit 1; }}\n')
+        out = _lib_loaders[teardown] = where + check + '. "$khw_lib"\n'
+    return out
+
+
 def step_payload(host: cfgmod.Host, step: str, files: Sequence[tuple[str, str, str]], body: str,
-                 env: Mapping[str, str]) -> str:
-    """What the host runs (stdin of the command): identity, settings, lib.sh, files, script."""
+                 env: Mapping[str, str], ships_lib: bool = False) -> str:
+    """What the host runs (stdin of the command): identity, settings, lib.sh (prep: the text,
+    every other step: the host's copy), files, script."""
     puts = "".join(f"khw_put {shlex.quote(p)} {m} <<'KHW_DATA'\n{base64.encodebytes(c.encode()).decode()}KHW_DATA\n"
                    for p, c, m in files)
     return (f"KHW_HOST={shlex.quote(host.name)}\nKHW_STEP={shlex.quote(step)}\n" + _env(env)
-            + shipped(script("lib.sh")) + puts + shipped(body))
+            + (lib_text() if ships_lib else lib_loader(False)) + puts + shipped(body))
 
 
 def step_commands(host: cfgmod.Host, step: str, files: Sequence[tuple[str, str, str]], body: str,
-                  env: Mapping[str, str], notes: Sequence[str] = ()) -> tuple[str, str]:
+                  env: Mapping[str, str], notes: Sequence[str] = (), ships_lib: bool = False) -> tuple[str, str]:
     """(create, stdin) of a step: the header and runner, and the step itself."""
     return (step_header(host, step, files, body, env, notes) + _runner(host, "create"),
-            step_payload(host, step, files, body, env))
+            step_payload(host, step, files, body, env, ships_lib))
 
 
 def update_command(host: cfgmod.Host) -> str:
@@ -166,11 +204,12 @@ def update_command(host: cfgmod.Host) -> str:
 
 
 def delete_command(host: cfgmod.Host, step: str, paths: Sequence[str], units: Sequence[str], body: str,
-                   env: Mapping[str, str], before_stop: str = "") -> str:
+                   env: Mapping[str, str], before_stop: str = "", ships_lib: bool = False) -> str:
     """Teardown. Part of the command (no secret in it); run by the last holder only.
-    `before_stop` runs while the step's services still run (an etcd member leaving its cluster)."""
+    `before_stop` runs while the step's services still run (an etcd member leaving its cluster).
+    prep's carries lib.sh (it removes the host's copy); the others source the host's."""
     text = (f"KHW_HOST={shlex.quote(host.name)}\nKHW_STEP={shlex.quote(step)}\n" + _env(env)
-            + shipped(script("lib.sh")) + "set +e\ntrap - ERR\nkhw_release || exit 0\n"
+            + (lib_text() if ships_lib else lib_loader(True)) + "set +e\ntrap - ERR\nkhw_release || exit 0\n"
             + (shipped(before_stop) if before_stop else "")
             + "".join(f"khw_remove_unit {shlex.quote(u)}\n" for u in units)
             + shipped(body)
@@ -232,7 +271,7 @@ class Step(pulumi.CustomResource):
     def __init__(self, name: str, host: cfgmod.Host, *, step: str, files: Sequence[RemoteFile] = (),
                  script_name: Optional[str] = None, body: str = "", teardown: str = "", before_stop: str = "",
                  units: Sequence[str] = (), env: Optional[Mapping[str, str]] = None,
-                 watch: Sequence[RemoteFile] = (), notes: Sequence[str] = (),
+                 watch: Sequence[RemoteFile] = (), notes: Sequence[str] = (), ships_lib: bool = False,
                  opts: Optional[pulumi.ResourceOptions] = None):
         env = dict(env or {})
         files = list(files)
@@ -253,7 +292,8 @@ class Step(pulumi.CustomResource):
         self.paths = paths
 
         def build(values: list[str]) -> tuple[str, str]:
-            return step_commands(host, step, [(f.path, v, f.mode) for f, v in zip(files, values)], body, env, notes)
+            return step_commands(host, step, [(f.path, v, f.mode) for f, v in zip(files, values)], body, env, notes,
+                                 ships_lib)
 
         def manifest(values: list[str]) -> dict:
             return step_manifest({f.path: (_digest(v), f.mode) for f, v in zip(files, values)}, list(units))
@@ -284,7 +324,7 @@ class Step(pulumi.CustomResource):
         # After an upgrade of pulumi-command, that test says whether the request still matches.
         # unset inputs are not sent, so only the ones we set and the outputs we read are declared
         props = {"connection": _secret_connection(host), "create": create, "update": update, "stdin": stdin,
-                 "delete": delete_command(host, step, paths, units, teardown, env, before_stop),
+                 "delete": delete_command(host, step, paths, units, teardown, env, before_stop, ships_lib),
                  # not PULUMI_COMMAND_STDOUT/STDERR through SSH's setenv: sshd refuses them by
                  # default, and pulumi-command then warns on every update
                  "addPreviousOutputInEnv": False,
@@ -296,3 +336,9 @@ class Step(pulumi.CustomResource):
                                    additional_secret_outputs=["connection", "stdout", "stderr"],
                                    replace_on_changes=["triggers[*]"]),
             opts))
+        # The SDK made an Output of each input above, resolved with the value the engine echoes
+        # back: a second copy of every script, kept for the whole run, that nothing reads (the
+        # program reads stdout and stderr only). 1000 hosts: -0.2 GB in the program.
+        for k in ("connection", "create", "update", "stdin", "delete", "addPreviousOutputInEnv"):
+            del self.__dict__[k]
+        self.create = create

@@ -1,9 +1,9 @@
-"""How the program runs inside the Pulumi Python SDK: three settings that make a large stack
+"""How the program runs inside the Pulumi Python SDK: four settings that make a large stack
 fast under the real engine (bench/engine_scale.py measures each; docs/benchmarks.md has the
 figures). `__main__.py` calls `tune()` before anything else; the unit tests run without it.
 The third, the CLI's automatic debug log, is ./run's (see `quiet_home` there).
 
-Two of them reach into the SDK (pulumi 3.259): tests/test_runtime.py checks that what they rely
+Three of them reach into the SDK (pulumi 3.259): tests/test_runtime.py checks that what they rely
 on is still there, so an SDK upgrade that changes it fails a test instead of going slow quietly.
 """
 from __future__ import annotations
@@ -11,10 +11,13 @@ from __future__ import annotations
 import asyncio
 import gc
 import os
+import pathlib
+import sys
 
 import pulumi
 import pulumi.log
-from pulumi.runtime import settings as _settings
+from pulumi.runtime import resource as _sdk_resource, settings as _settings
+from pulumi.runtime.proto import source_pb2
 
 
 def tune_gc() -> None:
@@ -71,13 +74,55 @@ def await_registrations_first() -> bool:
     return True
 
 
+_uris: dict[str, str] = {}
+
+
+def _caller_only_stack_trace() -> source_pb2.StackTrace:
+    """The SDK's `_get_stack_trace`, for the one frame the engine uses: the code that made the
+    resource (the frame outside the third `__init__` up the stack: Resource, Custom/Component
+    Resource, the resource's class), read from the frames themselves."""
+    f = sys._getframe(1)
+    inits = 0
+    while f is not None:
+        if f.f_code.co_name == "__init__":
+            inits += 1
+            if inits == 3:
+                caller = f.f_back
+                if caller is None or not caller.f_code.co_filename:
+                    break
+                name = caller.f_code.co_filename
+                uri = _uris.get(name)
+                if uri is None:
+                    uri = _uris[name] = pathlib.Path(os.path.abspath(name)).as_uri()
+                pos = source_pb2.SourcePosition(uri=uri, line=caller.f_lineno)
+                return source_pb2.StackTrace(frames=[source_pb2.StackFrame(pc=pos)])
+        f = f.f_back
+    return source_pb2.StackTrace()
+
+
+def caller_only_stack_traces() -> bool:
+    """Send the engine the position of the code that made each resource, not the whole stack.
+
+    The SDK builds every registration's stack trace with `traceback.extract_stack`, which
+    formats each frame and looks its line up in the source (a stat per frame): 14% of the
+    program's time on a 200-host preview (cProfile). The engine takes the first frame as the
+    resource's source position and keeps the rest (our call chain down from __main__.py, which
+    no user of this program edits). Resources still carry their source position."""
+    if getattr(_sdk_resource, "_get_stack_trace", None) is None:
+        return False
+    _sdk_resource._get_stack_trace = _caller_only_stack_trace  # looked up on each registration
+    return True
+
+
 def tune() -> None:
-    """All three; KHW_SDK_TUNE lists the ones to apply (default "gc debug wait"; "none": none),
-    for bench/engine_scale.py to measure each."""
-    chosen = os.environ.get("KHW_SDK_TUNE", "gc debug wait").split()
+    """All four; KHW_SDK_TUNE lists the ones to apply (default "gc debug wait trace"; "none":
+    none), for bench/engine_scale.py to measure each."""
+    chosen = os.environ.get("KHW_SDK_TUNE", "gc debug wait trace").split()
     if "gc" in chosen:
         tune_gc()
     if "debug" in chosen:
         quiet_sdk_debug()
     if "wait" in chosen:
         await_registrations_first()
+    if "trace" in chosen:
+        caller_only_stack_traces()

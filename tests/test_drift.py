@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from components import config, drift
-from components.remote import step_commands, update_command
+from components.remote import lib_text, step_commands, update_command
 from conftest import dev_config, evaluate, single_cp_config
 from sshd import free_port, local_sshd
 
@@ -120,6 +120,8 @@ def _props(sshd, root: Path):
     spec = config.load(single_cp_config(ssh={"privateKey": sshd["key"]})).hosts[0]
     files = [(str(root / "cfg/kubelet.conf"), "flags\n", "0644"), (str(root / "ssl/kubelet-key.pem"), "KEY\n", "0600")]
     _, stdin = step_commands(spec, "kubelet", files, "true\n", {"KHW_STATE": str(root / "khw-state")})
+    (root / "khw-state").mkdir(exist_ok=True)  # what the host's prep installed
+    (root / "khw-state/lib.sh").write_text(lib_text())
     import hashlib
     desired = {"kubelet": drift.step_manifest({p: (hashlib.sha256(c.encode()).hexdigest(), m) for p, c, m in files}, []),
                "prep": {"files": {}, "units": {}, "settings": drift.settings({"kernel.ostype": "Linux"})}}

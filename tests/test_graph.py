@@ -341,3 +341,21 @@ def test_bootstrap_token_expiry_is_fixed_per_token():
     rotated = p.diff("abc123", made.outs, {"key": "xyz789", "hours": 24})
     assert rotated.changes and rotated.replaces == ["key"]  # a new token, a new time
     assert expiry(1, datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)) == "2026-01-01T01:00:00Z"
+
+
+def test_every_step_waits_for_its_host_s_prep_which_alone_carries_lib_sh(single, ha):
+    """lib.sh travels once per host: prep installs it, every other step of the host sources it.
+    So each of them runs after that host's prep (and, on destroy, is torn down before it)."""
+    import re
+    from components.remote import LIB_PATH, lib_text
+    for g in (single, ha):
+        for s in g.steps:
+            host = re.match(r"# kube-hardway step '([^']+)' on (\S+):", s.inputs["create"]).group(2)
+            prep = g.get(f"{host}-prep")
+            if s is prep:
+                assert lib_text() in s.inputs["stdin"] and f"khw_put {LIB_PATH} 0644" in s.inputs["stdin"]
+                assert lib_text() in s.inputs["delete"]
+                continue
+            assert prep.urn in g.ancestors(s), f"{s.name} runs on {host} before its prep"
+            for k in ("stdin", "delete"):
+                assert "khw_release()" not in s.inputs[k] and '. "$khw_lib"' in s.inputs[k], (s.name, k)

@@ -698,9 +698,12 @@ class VipProbe:
     """Asks for /readyz through the VIP four times a second while in use, from the machine the
     lab runs on (outside the cluster, as a client would; not from a lab machine that the change
     itself may keep busy), a new TLS connection each time, verified against the cluster CA. A
-    connection that fails is an outage ("000"); a 429 (Retry-After, a stopping apiserver) is
-    retried by clients; a 500 or 403 comes from an apiserver that listens before it is ready
-    (nginx cannot probe /readyz)."""
+    connection that fails, or no answer within 10 s, is an outage ("000"); a 429 (Retry-After, a
+    stopping apiserver) is retried by clients; a 500 or 403 comes from an apiserver that listens
+    before it is ready (nginx cannot probe /readyz). Answers slower than 2 s are counted apart:
+    /readyz waits up to 2 s for etcd (the apiserver's --etcd-readycheck-timeout) while a member
+    restarts; a 2 s probe timeout (as before) took that wait for an outage (CI, 2026-12-02: three
+    probes in a row during a CA rotation's etcd restarts)."""
 
     def __init__(self, e: Engine):
         import ssl
@@ -710,6 +713,7 @@ class VipProbe:
         self.stop = threading.Event()
         self.seen: list[str] = []
         self.failures: list[str] = []  # when and why, for the ones that found no apiserver
+        self.slow: list[float] = []  # seconds, for answers slower than 2 s
         self.thread = threading.Thread(target=self.poll)
         self.thread.start()
         return self
@@ -717,10 +721,14 @@ class VipProbe:
     def poll(self):
         import http.client
         while not self.stop.is_set():
-            c = http.client.HTTPSConnection(lab.VIP, lab.LB_PORT, timeout=2, context=self.tls)
+            c = http.client.HTTPSConnection(lab.VIP, lab.LB_PORT, timeout=10, context=self.tls)
+            t0 = time.monotonic()
             try:
                 c.request("GET", "/readyz")
                 code = str(c.getresponse().status)
+                took = time.monotonic() - t0
+                if took > 2:
+                    self.slow.append(round(took, 1))
             except Exception as ex:  # noqa: BLE001 - any failure to get an answer
                 code = "000"
                 self.failures.append(f"{time.strftime('%H:%M:%S')} {type(ex).__name__}: {ex}")
@@ -742,7 +750,8 @@ class VipProbe:
             f"{len(self.down)} of {len(self.seen)} probes found no apiserver: {self.failures} {self.seen}"
 
     def summary(self) -> str:
-        return f"{len(self.seen)} probes, " + ", ".join(f"{c}: {self.seen.count(c)}" for c in sorted(set(self.seen)))
+        return (f"{len(self.seen)} probes, " + ", ".join(f"{c}: {self.seen.count(c)}" for c in sorted(set(self.seen)))
+                + (f"; slower than 2 s: {len(self.slow)} (slowest {max(self.slow)} s)" if self.slow else ""))
 
 
 def probed_up(e: Engine) -> tuple[str, VipProbe, float]:

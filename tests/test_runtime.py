@@ -18,6 +18,8 @@ from pulumi.runtime import resource as sdk_resource, rpc_manager, settings as sd
 from components import runtime
 
 ROOT = Path(__file__).resolve().parent.parent
+# the SDK's own, taken at collection: a test that runs __main__.py replaces it for the session
+SDK_STACK_TRACE = sdk_resource._get_stack_trace
 
 
 def test_the_sdk_still_sends_debug_messages_through_pulumi_log_debug():
@@ -117,9 +119,10 @@ def test_tune_applies_the_chosen_ones(monkeypatch):
     monkeypatch.setattr(runtime, "tune_gc", lambda: called.append("gc"))
     monkeypatch.setattr(runtime, "quiet_sdk_debug", lambda: called.append("debug"))
     monkeypatch.setattr(runtime, "await_registrations_first", lambda: called.append("wait"))
+    monkeypatch.setattr(runtime, "caller_only_stack_traces", lambda: called.append("trace"))
     monkeypatch.delenv("KHW_SDK_TUNE", raising=False)
     runtime.tune()
-    assert called == ["gc", "debug", "wait"]
+    assert called == ["gc", "debug", "wait", "trace"]
     called.clear()
     monkeypatch.setenv("KHW_SDK_TUNE", "gc wait")
     runtime.tune()
@@ -157,3 +160,36 @@ def test_run_keeps_the_cli_automatic_log_off_unless_asked(tmp_path):
     assert len(log_files() - before) == 1  # asked for: the CLI writes its log as usual
     for name in log_files() - before:
         (logs / name).unlink()
+
+
+def test_caller_only_stack_traces_give_the_sdk_s_source_position():
+    """The SDK's stack trace and ours, taken from the same constructor chain (Resource,
+    CustomResource, the resource's class, as the SDK expects): the same first frame (the code
+    that made the resource: what the engine keeps as its source position), and only that one."""
+    sdk = SDK_STACK_TRACE
+    assert "traceback.extract_stack()" in inspect.getsource(sdk)
+    assert "_get_stack_trace()" in inspect.getsource(sdk_resource.register_resource)
+    got = {}
+
+    class Base:
+        def __init__(self):
+            got["sdk"], got["ours"] = sdk(), runtime._caller_only_stack_trace()
+
+    class Custom(Base):
+        def __init__(self):
+            super().__init__()
+
+    class Concrete(Custom):
+        def __init__(self):
+            super().__init__()
+
+    Concrete(); line = inspect.currentframe().f_lineno  # noqa: E702
+    assert len(got["sdk"].frames) > 1 and len(got["ours"].frames) == 1
+    assert got["ours"].frames[0].pc == got["sdk"].frames[0].pc
+    assert got["ours"].frames[0].pc.line == line and got["ours"].frames[0].pc.uri == Path(__file__).as_uri()
+
+
+def test_caller_only_stack_traces_replace_the_sdk_s(monkeypatch):
+    monkeypatch.setattr(sdk_resource, "_get_stack_trace", sdk_resource._get_stack_trace)  # restored after
+    assert runtime.caller_only_stack_traces() is True
+    assert sdk_resource._get_stack_trace is runtime._caller_only_stack_trace

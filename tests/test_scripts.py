@@ -11,7 +11,7 @@ from pathlib import Path
 from components import artifacts, config
 import pytest
 
-from components.remote import SCRIPTS, delete_command, script, step_commands, update_command
+from components.remote import SCRIPTS, delete_command, lib_text, script, step_commands, update_command
 from conftest import single_cp_config
 
 HOST = config.load(single_cp_config(ssh={"privateKey": "-----BEGIN OPENSSH PRIVATE KEY-----\nx\n"})).hosts[0]
@@ -25,6 +25,9 @@ def _state(tmp_path):
     # the holders of the steps run here go to a temp folder, not this machine's /var/lib
     global STATE
     STATE = str(tmp_path / "khw-state")
+    # what a host's prep step installs, and every other step sources
+    Path(STATE).mkdir()
+    Path(STATE, "lib.sh").write_text(lib_text())
 
 
 def run(cmd: str, stdin: str = "") -> subprocess.CompletedProcess:
@@ -98,7 +101,8 @@ def test_a_file_the_step_no_longer_installs_is_removed(tmp_path):
     assert c.exists()
     gone = teardown("t", [str(a)], [])  # c is not among the paths Pulumi knows: the record has it
     assert gone.returncode == 0 and not a.exists() and not c.exists(), gone.stderr
-    assert not (Path(STATE)).exists()  # nothing of the step's own records is left
+    # nothing of the step's own records is left: only what prep installed (it goes last)
+    assert [p.name for p in Path(STATE).iterdir()] == ["lib.sh"]
 
     # binaries (KHW_KEEP_STALE=1): what a lost role needed stays until teardown, since that
     # role's services are torn down after this step ran (containerd needs runc to stop pods)
@@ -356,3 +360,21 @@ def test_scheduled_etcd_snapshot_keeps_the_newest(tmp_path):
     assert len(new) == 1 and "other.db" in left
     assert sorted(set(left) - {"other.db", *new}) == ["snapshot-20260103-000000.db", "snapshot-20260104-000000.db"]
     assert r.stdout.count("removed ") == 3
+
+
+def test_a_step_runs_only_with_the_lib_sh_its_header_names(tmp_path):
+    """Steps source the host's lib.sh (prep installs it): one that differs (hand-edited, or an
+    older one) stops the step before it does anything, naming the file; a teardown on a host
+    without it (wiped by hand) has nothing left to remove and says so."""
+    a = tmp_path / "a.conf"
+    lib = Path(STATE, "lib.sh")
+    lib.write_text(lib_text() + "echo tampered\n")
+    r = step("t", [(str(a), "A\n", "0644")], "", {})
+    assert r.returncode == 1 and not a.exists(), r.stderr
+    assert f"[{HOST.name} t] ERROR: {lib} is missing or not the one this step needs" in r.stderr
+    lib.write_text(lib_text())
+    r = step("t", [(str(a), "A\n", "0644")], "", {})
+    assert r.returncode == 0 and a.exists(), r.stderr
+    lib.unlink()
+    gone = teardown("t", [str(a)], [])
+    assert gone.returncode == 0 and "is gone: nothing of kube-hardway left to tear down" in gone.stdout, gone.stderr
