@@ -700,10 +700,10 @@ class VipProbe:
     itself may keep busy), a new TLS connection each time, verified against the cluster CA. A
     connection that fails, or no answer within 10 s, is an outage ("000"); a 429 (Retry-After, a
     stopping apiserver) is retried by clients; a 500 or 403 comes from an apiserver that listens
-    before it is ready (nginx cannot probe /readyz). Answers slower than 2 s are counted apart:
-    /readyz waits up to 2 s for etcd (the apiserver's --etcd-readycheck-timeout) while a member
-    restarts; a 2 s probe timeout (as before) took that wait for an outage (CI, 2026-12-02: three
-    probes in a row during a CA rotation's etcd restarts)."""
+    before it is ready (nginx cannot probe /readyz). Answers slower than 2 s are counted apart.
+    The timeout was 2 s, which is also how long /readyz may wait for an etcd member that does
+    not answer (--etcd-readycheck-timeout): CI, 2026-12-02, saw three probes in a row time out
+    while a CA rotation restarted the apiservers and etcd members (docs/lab.md)."""
 
     def __init__(self, e: Engine):
         import ssl
