@@ -168,7 +168,8 @@ def lib_loader(teardown: bool) -> str:
     drift). A teardown only needs it present: a host without it has nothing of ours left."""
     out = _lib_loaders.get(teardown)
     if out is None:
-        where = 'khw_lib=${KHW_STATE:-/var/lib/kube-hardway}/lib.sh\n'
+        state, name = LIB_PATH.rsplit("/", 1)  # $KHW_STATE moves it for the tests of scripts/
+        where = f'khw_lib=${{KHW_STATE:-{state}}}/{name}\n'
         if teardown:
             check = ('[ -f "$khw_lib" ] || { printf \'[%s %s] %s is gone: nothing of kube-hardway left to tear down\\n\' '
                      '"$KHW_HOST" "$KHW_STEP" "$khw_lib"; exit 0; }\n')
@@ -338,7 +339,8 @@ class Step(pulumi.CustomResource):
             opts))
         # The SDK made an Output of each input above, resolved with the value the engine echoes
         # back: a second copy of every script, kept for the whole run, that nothing reads (the
-        # program reads stdout and stderr only). 1000 hosts: -0.2 GB in the program.
+        # program reads stdout and stderr only). 200 hosts under mocks: -17 MB of the program's
+        # peak (bench/eval_scale.py).
         for k in ("connection", "create", "update", "stdin", "delete", "addPreviousOutputInEnv"):
             del self.__dict__[k]
         self.create = create

@@ -1,7 +1,7 @@
 """How the program runs inside the Pulumi Python SDK: four settings that make a large stack
 fast under the real engine (bench/engine_scale.py measures each; docs/benchmarks.md has the
 figures). `__main__.py` calls `tune()` before anything else; the unit tests run without it.
-The third, the CLI's automatic debug log, is ./run's (see `quiet_home` there).
+A fifth, the CLI's automatic debug log kept off, is ./run's (see `quiet_home` there).
 
 Three of them reach into the SDK (pulumi 3.259): tests/test_runtime.py checks that what they rely
 on is still there, so an SDK upgrade that changes it fails a test instead of going slow quietly.
