@@ -180,7 +180,7 @@ def scale(sizes: list[int], runs: int) -> None:
     print("| hosts | program | engine (CLI) | tls | command | kubernetes | random | HostState host | rest (MB) |")
     print("|" + "---|" * 9)
     for n, m in mems:
-        named = [KINDS[0], KINDS[1], KINDS[2], KINDS[3], KINDS[4], KINDS[5], KINDS[6]]
+        named = KINDS[:7]  # all but the language host, which goes into the rest
         rest = sum(v for k, v in m.items() if k not in named)
         print(f"| {n} | " + " | ".join(f"{m.get(k, 0):.0f}" for k in named) + f" | {rest:.0f} |", flush=True)
 

@@ -316,7 +316,6 @@ class Step(pulumi.CustomResource):
         # stdin is always secret: it may hold keys, and the header above is the readable diff
         stdin = pulumi.Output.secret(stdin)
         update = update_command(host)
-        self.create = create
         self.command = {"command": update, "stdin": stdin}  # drift repair runs the step as an update
         # Registered as pulumi-command's `command:remote:Command`, exactly as `remote.Command`
         # would (tests/test_graph.py compares the two requests), without the typed class: it
