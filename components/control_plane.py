@@ -80,9 +80,12 @@ class ControlPlane(pulumi.ComponentResource):
                 watch=[trust[f"{SSL}/ca.pem"], trust[f"{SSL}/etcd-ca.pem"], trust[f"{SSL}/front-proxy-ca.pem"],
                        RemoteFile("/opt/kubernetes/bin/kube-apiserver", k8s_version)],
                 script_name="kube-apiserver.sh", units=["kube-apiserver.service"],
-                # HA: after a restart, give the load balancers time to take this apiserver back
-                # before the next control plane restarts its own
-                env={"KHW_PORT": str(cfg.api.port), "KHW_SETTLE": str(SETTLE_S + 1 if cfg.ha else 0)},
+                teardown="khw_unfence\n",  # a fence left by a restart that was cut off
+                # HA: while it restarts, the load balancers' connections to it are refused (and
+                # go to another apiserver); after, they get time to take it back before the next
+                # control plane restarts its own
+                env={"KHW_PORT": str(cfg.api.port), "KHW_SETTLE": str(SETTLE_S + 1 if cfg.ha else 0),
+                     **({"KHW_FENCE_ADDRESS": h.internal_address} if cfg.ha else {})},
                 opts=pulumi.ResourceOptions(parent=self, depends_on=[host.binaries, etcd.healthy, *last["api"]]))
             self.apiservers[h.name] = api
 

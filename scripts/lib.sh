@@ -85,6 +85,35 @@ khw_service_reload() {
   fi
 }
 
+# --- fence: while an apiserver restarts (HA), its host answers new connections to ADDR:PORT
+# with a TCP reset. nginx then sends them to another apiserver at once (a refused connection
+# is its cue), instead of to one that is stopping (a request cut off without an answer) or
+# starting (403 and 500 until it is ready). Connections already open finish: the apiserver's
+# graceful shutdown. Clients on the host itself use 127.0.0.1, which the fence leaves alone.
+# The rule expires by itself (iptables' time match) should the step be cut off before it
+# lifts it; the next run of the step lifts any fence left.
+KHW_FENCE_TAG=kube-hardway-fence
+KHW_FENCED=""
+khw_fence() { # ADDR PORT SECONDS; false when the rule could not be set
+  khw_unfence
+  iptables -w -I INPUT -p tcp -d "$1" --dport "$2" --syn -m comment --comment "$KHW_FENCE_TAG" \
+    -m time --datestop "$(date -u -d "+$3 sec" +%Y-%m-%dT%H:%M:%S)" -j REJECT --reject-with tcp-reset || return 1
+  KHW_FENCED=1
+  khw_log "new connections to $1:$2 refused while it restarts (at most $3 s)"
+}
+
+khw_unfence() {
+  local rule
+  local -a args
+  command -v iptables >/dev/null || return 0
+  while read -r rule; do
+    read -r -a args <<< "$rule"
+    args[0]=-D
+    iptables -w "${args[@]}" || true
+  done < <(iptables -w -S INPUT 2>/dev/null | grep -F -- "--comment $KHW_FENCE_TAG" || true)
+  if [ -n "$KHW_FENCED" ]; then KHW_FENCED=""; khw_log "connections accepted again"; fi
+}
+
 # khw_wait TIMEOUT_S WHAT CMD...: poll CMD until it succeeds. When KHW_UNIT names the service
 # being waited for, a unit that failed or restarts in a loop ends the wait early. A failed wait
 # names WHAT and the last output, after the unit's state and journal (khw_unit_log).
@@ -254,6 +283,7 @@ khw_hold() {
 khw_finish() { # on exit: a step that succeeded holds for good; a create that failed is
   # forgotten by Pulumi (the next `up` creates it again), so it gives up its line
   local rc=$? f; f=$(khw_holders)
+  [ -z "$KHW_FENCED" ] || khw_unfence
   [ -f "$f" ] || return 0
   if [ "$rc" = 0 ]; then
     sed -i '$s/^pending$/held/' "$f"

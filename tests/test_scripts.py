@@ -378,3 +378,84 @@ def test_a_step_runs_only_with_the_lib_sh_its_header_names(tmp_path):
     lib.unlink()
     gone = teardown("t", [str(a)], [])
     assert gone.returncode == 0 and "is gone: nothing of kube-hardway left to tear down" in gone.stdout, gone.stderr
+
+
+def _fence_fakes(tmp_path, ready: bool = True) -> Path:
+    """iptables keeping INPUT in a file (-I, -D, -S), a systemctl and a curl that log their calls
+    to the same file: the order of fence, restart, readiness and lift can be read from it."""
+    fake, log, rules = tmp_path / "bin", tmp_path / "calls", tmp_path / "rules"
+    fake.mkdir()
+    rules.touch()
+    (fake / "iptables").write_text(f'''#!/bin/bash
+[ "$1" = -w ] && shift
+case "$1" in
+  -S) sed 's/^/-A /' {rules} ;;
+  -I) shift; echo "$*" >> {rules}; echo "fence $*" >> {log} ;;
+  -D) shift; grep -vxF -- "$*" {rules} > {rules}.new || true; mv {rules}.new {rules}; echo "unfence" >> {log} ;;
+esac
+''')
+    (fake / "systemctl").write_text(f'#!/bin/sh\necho "systemctl $*" >> {log}\n'
+                                    'case "$*" in *NRestarts*) echo 0 ;; *ActiveState*) echo active ;; esac\n')
+    (fake / "curl").write_text(f'#!/bin/sh\necho "curl" >> {log}\n' + ("exit 0\n" if ready else "exit 7\n"))
+    (fake / "journalctl").write_text("#!/bin/sh\necho 'E1202 apiserver did not start'\n")
+    for f in fake.iterdir():
+        f.chmod(0o755)
+    return fake
+
+
+def _apiserver_step(tmp_path, fake: Path, conf: str, env: dict, mode: str = "create"):
+    # the step's own script, its unit and conf moved under tmp_path (the PATH of lib.sh put back
+    # in front of the fakes)
+    body = (f"export PATH={fake}:$PATH\n" + script("kube-apiserver.sh")
+            .replace("/etc/systemd/system/", f"{tmp_path}/unit/").replace("/opt/kubernetes/cfg/", f"{tmp_path}/cfg/"))
+    files = [(f"{tmp_path}/cfg/kube-apiserver.conf", conf, "0644")]
+    return step("kube-apiserver", files, body, {"KHW_PORT": "6443", **env}, mode=mode)
+
+
+def test_an_ha_apiserver_restart_is_fenced_until_ready_and_the_fence_always_lifted(tmp_path):
+    """HA: a running apiserver whose files changed restarts behind a fence (new connections to its
+    address refused, with an expiry), lifted once /readyz answers; a first start, a single control
+    plane or an unchanged step sets none; a failed wait lifts it too; a fence left by a cut-off
+    run is lifted by the next run and by the teardown."""
+    fake = _fence_fakes(tmp_path)
+    log, rules = tmp_path / "calls", tmp_path / "rules"
+    ha = {"KHW_FENCE_ADDRESS": "10.77.0.11", "KHW_SETTLE": "0"}
+
+    r = _apiserver_step(tmp_path, fake, "A\n", ha)  # files changed and the unit "active": fenced
+    assert r.returncode == 0, r.stderr
+    calls = log.read_text().splitlines()
+    fence = next(i for i, c in enumerate(calls) if c.startswith("fence "))
+    restart = calls.index("systemctl restart --no-block kube-apiserver.service")
+    ready = calls.index("curl")
+    assert fence < restart < ready < calls.index("unfence"), calls
+    assert "-p tcp -d 10.77.0.11 --dport 6443 --syn -m comment --comment kube-hardway-fence -m time --datestop" \
+        in calls[fence] and "-j REJECT --reject-with tcp-reset" in calls[fence]
+    assert rules.read_text() == "" and "connections accepted again" in r.stdout
+
+    log.write_text("")
+    r = _apiserver_step(tmp_path, fake, "A\n", ha, mode="update")  # nothing changed: no restart, no fence
+    assert r.returncode == 0 and "fence " not in log.read_text() and "restart" not in log.read_text()
+
+    log.write_text("")
+    r = _apiserver_step(tmp_path, fake, "B\n", {"KHW_SETTLE": "0"}, mode="update")  # single control plane
+    assert r.returncode == 0 and "systemctl restart" in log.read_text() and "fence " not in log.read_text()
+
+    # a fence left behind (a cut-off run) is lifted by the next run, changed or not
+    rules.write_text("INPUT -p tcp -d 10.77.0.11 --dport 6443 --syn -m comment --comment kube-hardway-fence -j REJECT\n"
+                     "INPUT -p tcp --dport 22 -j ACCEPT\n")
+    r = _apiserver_step(tmp_path, fake, "B\n", ha, mode="update")
+    assert r.returncode == 0 and rules.read_text() == "INPUT -p tcp --dport 22 -j ACCEPT\n"
+
+    # the wait fails (never ready): the step fails and the fence is lifted on the way out
+    (fake / "curl").write_text("#!/bin/sh\nexit 7\n")
+    (fake / "systemctl").write_text('#!/bin/sh\ncase "$*" in *NRestarts*) echo 5 ;; *ActiveState*) echo failed ;; '
+                                    '*journal*|*status*) ;; esac\n')
+    r = _apiserver_step(tmp_path, fake, "C\n", ha, mode="update")
+    assert r.returncode != 0 and "refused while it restarts" in r.stdout
+    assert rules.read_text() == "INPUT -p tcp --dport 22 -j ACCEPT\n", rules.read_text()
+
+    rules.write_text("INPUT -p tcp -d 10.77.0.11 --dport 6443 --syn -m comment --comment kube-hardway-fence -j REJECT\n")
+    d = run(f"export PATH={fake}:$PATH; " + delete_command(HOST, "kube-apiserver", [], [], "export PATH=" + str(fake)
+                                                              + ":$PATH\nkhw_unfence\n", {"KHW_STATE": STATE}))
+    assert d.returncode == 0, d.stderr
+    assert rules.read_text() == ""
