@@ -186,10 +186,22 @@ def step_payload(host: cfgmod.Host, step: str, files: Sequence[tuple[str, str, s
                  env: Mapping[str, str], ships_lib: bool = False) -> str:
     """What the host runs (stdin of the command): identity, settings, lib.sh (prep: the text,
     every other step: the host's copy), files, script."""
-    puts = "".join(f"khw_put {shlex.quote(p)} {m} <<'KHW_DATA'\n{base64.encodebytes(c.encode()).decode()}KHW_DATA\n"
-                   for p, c, m in files)
+    def put(p: str, c: str, m: str) -> str:
+        if ships_lib and c == lib_text():  # the text already sent above, not again in base64
+            return f"khw_put {shlex.quote(p)} {m} < <(printf %s \"$khw_lib_src\" | base64)\n"
+        return f"khw_put {shlex.quote(p)} {m} <<'KHW_DATA'\n{base64.encodebytes(c.encode()).decode()}KHW_DATA\n"
     return (f"KHW_HOST={shlex.quote(host.name)}\nKHW_STEP={shlex.quote(step)}\n" + _env(env)
-            + (lib_text() if ships_lib else lib_loader(False)) + puts + shipped(body))
+            + (lib_inline() if ships_lib else lib_loader(False)) + "".join(put(*f) for f in files) + shipped(body))
+
+
+def lib_inline() -> str:
+    """prep's lib.sh: its text once, kept in a variable to be sourced and then installed (it
+    was sent twice, as code and as the file's base64: a fifth of every host's bytes)."""
+    text = lib_text()
+    assert text.endswith("\n") and "\nKHW_LIB\n" not in "\n" + text
+    # read, not $(cat <<...): older bash misparses the `)` of case patterns in a heredoc inside $()
+    return ("IFS= read -r -d '' khw_lib_src <<'KHW_LIB' || true\n" + text + "KHW_LIB\n"
+            + '. <(printf %s "$khw_lib_src")\n')
 
 
 def step_commands(host: cfgmod.Host, step: str, files: Sequence[tuple[str, str, str]], body: str,
@@ -208,9 +220,10 @@ def delete_command(host: cfgmod.Host, step: str, paths: Sequence[str], units: Se
                    env: Mapping[str, str], before_stop: str = "", ships_lib: bool = False) -> str:
     """Teardown. Part of the command (no secret in it); run by the last holder only.
     `before_stop` runs while the step's services still run (an etcd member leaving its cluster).
-    prep's carries lib.sh (it removes the host's copy); the others source the host's."""
+    Every teardown sources the host's lib.sh, prep's too: bash has read it before prep's removes
+    it (prep's used to carry the text, 8 KB more per host in the state and the engine)."""
     text = (f"KHW_HOST={shlex.quote(host.name)}\nKHW_STEP={shlex.quote(step)}\n" + _env(env)
-            + (lib_text() if ships_lib else lib_loader(True)) + "set +e\ntrap - ERR\nkhw_release || exit 0\n"
+            + lib_loader(True) + "set +e\ntrap - ERR\nkhw_release || exit 0\n"
             + (shipped(before_stop) if before_stop else "")
             + "".join(f"khw_remove_unit {shlex.quote(u)}\n" for u in units)
             + shipped(body)

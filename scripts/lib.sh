@@ -62,13 +62,28 @@ khw_service() {
     khw_log "restarting $unit"
     # shellcheck disable=SC2034
     if systemctl is-active --quiet "$unit"; then KHW_SERVICE_ACTION=restarted; else KHW_SERVICE_ACTION=started; fi
+    local was; was=$(systemctl show -p InvocationID --value "$unit" 2>/dev/null || true)
     systemctl restart --no-block "$unit"
+    # --no-block returns before the old process has stopped, and one that is stopping may still
+    # answer a health check (etcd does for seconds): the caller's wait would pass at once and the
+    # next host restart too. So wait for the new invocation to begin.
+    if [ "$KHW_SERVICE_ACTION" = restarted ] && [ -n "$was" ]; then khw_wait_invocation "$unit" "$was"; fi
   elif ! systemctl is-active --quiet "$unit"; then
     khw_log "starting $unit"
     systemctl start --no-block "$unit"
     # shellcheck disable=SC2034
     KHW_SERVICE_ACTION=started
   fi
+}
+
+# khw_wait_invocation UNIT OLD_ID: until UNIT runs another invocation than OLD_ID (its old
+# process has stopped, the new one is starting), at most as long as systemd gives a stop.
+khw_wait_invocation() {
+  local unit=$1 was=$2 deadline=$((SECONDS + 120))
+  while [ "$(systemctl show -p InvocationID --value "$unit" 2>/dev/null || true)" = "$was" ]; do
+    [ "$SECONDS" -lt "$deadline" ] || khw_die "$unit did not stop within 120 s of its restart"
+    sleep 0.2
+  done
 }
 
 # khw_service_reload UNIT PREFIX...: as khw_service, but a running service whose unit file did

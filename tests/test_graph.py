@@ -344,8 +344,9 @@ def test_bootstrap_token_expiry_is_fixed_per_token():
 
 
 def test_every_step_waits_for_its_host_s_prep_which_alone_carries_lib_sh(single, ha):
-    """lib.sh travels once per host: prep installs it, every other step of the host sources it.
-    So each of them runs after that host's prep (and, on destroy, is torn down before it)."""
+    """lib.sh travels once per host: prep installs it, every other step of the host, and every
+    teardown (prep's too), sources it. So each of them runs after that host's prep (and, on
+    destroy, is torn down before it)."""
     import re
     from components.remote import LIB_PATH, lib_text
     for g in (single, ha):
@@ -353,8 +354,9 @@ def test_every_step_waits_for_its_host_s_prep_which_alone_carries_lib_sh(single,
             host = re.match(r"# kube-hardway step '([^']+)' on (\S+):", s.inputs["create"]).group(2)
             prep = g.get(f"{host}-prep")
             if s is prep:
-                assert lib_text() in s.inputs["stdin"] and f"khw_put {LIB_PATH} 0644" in s.inputs["stdin"]
-                assert lib_text() in s.inputs["delete"]
+                # once: as the code it runs, and from there the file it installs (not again in base64)
+                assert s.inputs["stdin"].count(lib_text()) == 1 and f"khw_put {LIB_PATH} 0644 < <(" in s.inputs["stdin"]
+                assert "khw_release()" not in s.inputs["delete"] and '. "$khw_lib"' in s.inputs["delete"]
                 continue
             assert prep.urn in g.ancestors(s), f"{s.name} runs on {host} before its prep"
             for k in ("stdin", "delete"):

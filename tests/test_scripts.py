@@ -380,6 +380,28 @@ def test_a_step_runs_only_with_the_lib_sh_its_header_names(tmp_path):
     assert gone.returncode == 0 and "is gone: nothing of kube-hardway left to tear down" in gone.stdout, gone.stderr
 
 
+
+def test_prep_sends_lib_sh_once_installs_it_byte_for_byte_and_its_teardown_sources_it(tmp_path):
+    """prep's stdin holds lib.sh once, as the code it runs; the file it installs comes from that
+    text (not a second copy in base64), the host's copy is what the next step's loader checks
+    for, and prep's teardown sources that copy before removing it."""
+    import base64
+    lib = Path(STATE, "lib.sh")
+    lib.unlink()
+    create, payload = step_commands(HOST, "prep", [(str(lib), lib_text(), "0644")], "echo prep-ran\n",
+                                    {"KHW_STATE": STATE}, ships_lib=True)
+    assert payload.count(lib_text()) == 1 and base64.encodebytes(lib_text().encode()).decode()[:200] not in payload
+    r = run(create, payload)
+    assert r.returncode == 0 and "prep-ran" in r.stdout, r.stderr
+    assert lib.read_text() == lib_text() and oct(lib.stat().st_mode & 0o777) == "0o644"
+    again = run(update_command(HOST), payload)  # unchanged: not written again
+    assert again.returncode == 0 and "wrote" not in again.stdout, again.stdout
+    later = step("t", [], "echo later-ran\n", {})
+    assert later.returncode == 0 and "later-ran" in later.stdout, later.stderr
+    assert teardown("t", [], []).returncode == 0
+    d = run(delete_command(HOST, "prep", [str(lib)], [], "echo prep-teardown\n", {"KHW_STATE": STATE}))
+    assert d.returncode == 0 and "prep-teardown" in d.stdout and not lib.exists(), d.stdout + d.stderr
+
 def _fence_fakes(tmp_path, ready: bool = True) -> Path:
     """iptables keeping INPUT in a file (-I, -D, -S), a systemctl and a curl that log their calls
     to the same file: the order of fence, restart, readiness and lift can be read from it."""
@@ -459,3 +481,31 @@ def test_an_ha_apiserver_restart_is_fenced_until_ready_and_the_fence_always_lift
                                                               + ":$PATH\nkhw_unfence\n", {"KHW_STATE": STATE}))
     assert d.returncode == 0, d.stderr
     assert rules.read_text() == ""
+
+
+def test_a_restart_waits_for_the_new_invocation_before_the_health_wait(tmp_path):
+    """`systemctl restart --no-block` returns while the old process still runs, and a stopping
+    etcd answers its health check for seconds: the wait passed at once and the next member
+    restarted too (the lab, 2026-12-02: three members stopping within 1.1 s, etcd without quorum
+    for 8 s). khw_service now waits until the unit runs a new invocation."""
+    fake, log = tmp_path / "bin", tmp_path / "calls"
+    fake.mkdir()
+    # the old invocation for the first three reads after the restart, then a new one
+    (fake / "systemctl").write_text(f'''#!/bin/bash
+echo "systemctl $*" >> {log}
+case "$*" in
+  *InvocationID*) n=$(grep -c InvocationID {log}); if [ "$n" -le 4 ]; then echo old-id; else echo new-id; fi ;;
+  is-active*) exit 0 ;;
+esac
+''')
+    (fake / "systemctl").chmod(0o755)
+    conf = tmp_path / "etcd.conf"
+    body = (f'export PATH={fake}:$PATH\nkhw_service etcd.service {conf}\n'
+            f'echo "health-wait $KHW_SERVICE_ACTION" >> {log}\n')
+    r = step("etcd", [(str(conf), "A\n", "0644")], body, {})
+    assert r.returncode == 0, r.stderr
+    calls = log.read_text().splitlines()
+    restart = calls.index("systemctl restart --no-block etcd.service")
+    reads = [i for i, c in enumerate(calls) if "InvocationID" in c]
+    assert reads[0] < restart and len([i for i in reads if i > restart]) == 4, calls
+    assert calls[-1] == "health-wait restarted" and calls.index("health-wait restarted") > reads[-1]
