@@ -217,7 +217,7 @@ def update_command(host: cfgmod.Host) -> str:
 
 
 def delete_command(host: cfgmod.Host, step: str, paths: Sequence[str], units: Sequence[str], body: str,
-                   env: Mapping[str, str], before_stop: str = "", ships_lib: bool = False) -> str:
+                   env: Mapping[str, str], before_stop: str = "") -> str:
     """Teardown. Part of the command (no secret in it); run by the last holder only.
     `before_stop` runs while the step's services still run (an etcd member leaving its cluster).
     Every teardown sources the host's lib.sh, prep's too: bash has read it before prep's removes
@@ -337,7 +337,7 @@ class Step(pulumi.CustomResource):
         # After an upgrade of pulumi-command, that test says whether the request still matches.
         # unset inputs are not sent, so only the ones we set and the outputs we read are declared
         props = {"connection": _secret_connection(host), "create": create, "update": update, "stdin": stdin,
-                 "delete": delete_command(host, step, paths, units, teardown, env, before_stop, ships_lib),
+                 "delete": delete_command(host, step, paths, units, teardown, env, before_stop),
                  # not PULUMI_COMMAND_STDOUT/STDERR through SSH's setenv: sshd refuses them by
                  # default, and pulumi-command then warns on every update
                  "addPreviousOutputInEnv": False,
