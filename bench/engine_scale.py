@@ -105,8 +105,11 @@ def measure(argv: list[str], env: dict) -> dict:
             except (OSError, IndexError, ValueError):
                 continue
             total += rss
-            if kinds.get(pid, "./run and tools") == "./run and tools":  # ./run execs the CLI: same pid
-                kinds[pid] = kind(pid)
+            # classified on every sample, the last answer kept: ./run execs the CLI (same pid), and
+            # a plugin is first seen as the CLI's fork or, mid-exec, with no command line
+            now = kind(pid)
+            if now != "?" or pid not in kinds:
+                kinds[pid] = now
             now_kind[kinds[pid]] = now_kind.get(kinds[pid], 0) + rss
         peak = max(peak, total)
         for k, v in now_kind.items():  # each kind's own peak (they need not peak together)
