@@ -4,13 +4,13 @@
 # back; the control planes' steps run one after another, so the next restart waits for it),
 # KHW_FENCE_ADDRESS (HA: the address the load balancers reach this apiserver at; fenced while
 # it restarts, see khw_fence in lib.sh)
-files=(/etc/systemd/system/kube-apiserver.service /var/lib/kube-hardway/ /opt/kubernetes/ssl/
-       /opt/kubernetes/cfg/kube-apiserver.conf)
 khw_unfence  # one left by a run that was cut off
-if [ -n "${KHW_FENCE_ADDRESS:-}" ] && khw_changed "${files[@]}" && systemctl is-active --quiet kube-apiserver.service; then
-  khw_fence "$KHW_FENCE_ADDRESS" "$KHW_PORT" 240 || khw_log "WARNING: could not fence $KHW_FENCE_ADDRESS:$KHW_PORT (iptables): restarting without"
+if [ -n "${KHW_FENCE_ADDRESS:-}" ]; then
+  khw_before_restart() { # called by khw_service right before it restarts the running apiserver
+    khw_fence "$KHW_FENCE_ADDRESS" "$KHW_PORT" 240 || khw_log "WARNING: could not fence $KHW_FENCE_ADDRESS:$KHW_PORT (iptables): restarting without"
+  }
 fi
-khw_service kube-apiserver.service "${files[@]:1}"
+khw_service kube-apiserver.service /var/lib/kube-hardway/ /opt/kubernetes/ssl/ /opt/kubernetes/cfg/kube-apiserver.conf
 KHW_UNIT=kube-apiserver.service khw_wait 180 "kube-apiserver /readyz on port $KHW_PORT" \
   curl -fsS --max-time 5 --cacert /opt/kubernetes/ssl/ca.pem "https://127.0.0.1:$KHW_PORT/readyz"
 khw_log "kube-apiserver ready"

@@ -63,6 +63,8 @@ khw_service() {
     # shellcheck disable=SC2034
     if systemctl is-active --quiet "$unit"; then KHW_SERVICE_ACTION=restarted; else KHW_SERVICE_ACTION=started; fi
     local was; was=$(systemctl show -p InvocationID --value "$unit" 2>/dev/null || true)
+    # a step may prepare the restart of a running unit (kube-apiserver.sh: the fence)
+    if [ "$KHW_SERVICE_ACTION" = restarted ] && declare -F khw_before_restart >/dev/null; then khw_before_restart; fi
     systemctl restart --no-block "$unit"
     # --no-block returns before the old process has stopped, and one that is stopping may still
     # answer a health check (etcd does for seconds): the caller's wait would pass at once and the
@@ -109,8 +111,8 @@ khw_service_reload() {
 # lifts it; the next run of the step lifts any fence left.
 KHW_FENCE_TAG=kube-hardway-fence
 KHW_FENCED=""
-khw_fence() { # ADDR PORT SECONDS; false when the rule could not be set
-  khw_unfence
+khw_fence() { # ADDR PORT SECONDS; false when the rule could not be set. The caller lifts an
+  # old fence first (khw_unfence)
   iptables -w -I INPUT -p tcp -d "$1" --dport "$2" --syn -m comment --comment "$KHW_FENCE_TAG" \
     -m time --datestop "$(date -u -d "+$3 sec" +%Y-%m-%dT%H:%M:%S)" -j REJECT --reject-with tcp-reset || return 1
   KHW_FENCED=1
