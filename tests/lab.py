@@ -231,6 +231,9 @@ class Engine:
 
     def close(self) -> None:
         self.config.unlink(missing_ok=True)
+        if os.environ.get("KHW_KEEP_STATE"):  # to look into a failed run: the state and the CLI's logs
+            print(f"\n{self.stack}: state and logs kept in {self.tmp}")
+            return
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
