@@ -102,6 +102,20 @@ khw_service_reload() {
   fi
 }
 
+# khw_vrrp_only_left OLD NEW: true, printing them, when keepalived configuration NEW differs
+# from OLD only by peers gone from its unicast_peer list (an LB host leaving). api-lb.sh then
+# leaves the running keepalived as it is: see there.
+khw_vrrp_only_left() {
+  local left added
+  [ "$(_khw_vrrp_rest "$1")" = "$(_khw_vrrp_rest "$2")" ] || return 1
+  left=$(comm -23 <(_khw_vrrp_peers "$1") <(_khw_vrrp_peers "$2"))
+  added=$(comm -13 <(_khw_vrrp_peers "$1") <(_khw_vrrp_peers "$2"))
+  [ -n "$left" ] && [ -z "$added" ] || return 1
+  echo "${left//$'\n'/ }"
+}
+_khw_vrrp_peers() { awk '/unicast_peer[ \t]*\{/ {p=1; next} p && /\}/ {p=0} p && NF {print $1}' <<< "$1" | sort; }
+_khw_vrrp_rest() { awk '/unicast_peer[ \t]*\{/ {p=1} !p {print} p && /\}/ {p=0}' <<< "$1"; }
+
 # --- fence: while an apiserver restarts (HA), its host answers new connections to ADDR:PORT
 # with a TCP reset. nginx then sends them to another apiserver at once (a refused connection
 # is its cue), instead of to one that is stopping (a request cut off without an answer) or

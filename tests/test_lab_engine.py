@@ -924,8 +924,14 @@ def test_ha_a_control_plane_and_lb_host_added_and_removed_without_an_outage(ha, 
     assert {k for k, op in plan.items() if op == "delete"} == {
         "lab3-kube-apiserver", "lab3-kube-controller-manager", "lab3-kube-scheduler", "lab3-lb-packages", "lab3-api-lb"}, plan
     # the CLI killed once the upstreams were reloaded; `up` again
+    since = int(time.time())
     out, shrink, timings["remove"] = probed_killed_and_up(ha, "[lab2 api-lb] reloading kube-apiserver-lb.service")
     assert out.index("[lab2 api-lb] reloading kube-apiserver-lb.service") < out.index("lab3-kube-apiserver deleting"), out[-3000:]
+    # lab1 and lab2 kept advertising to lab3 until its teardown stopped it: it never took the VIP
+    for h in ("lab1", "lab2"):
+        assert f"[{h} api-lb] VRRP peer(s) leaving: {HOSTS['lab3']}" in out, out[-3000:]
+    assert "Entering MASTER STATE" not in ssh("lab3", f"journalctl -u kube-apiserver-vip.service --since @{since} "
+                                                      "--no-pager -o cat"), "lab3 took the VIP while leaving"
     assert ssh("lab3", "systemctl list-unit-files 'kube-apiserver*' 'kube-controller*' 'kube-scheduler*' --no-legend "
                        "| wc -l").strip() == "0"
     assert ssh("lab1", f"ip -o -4 addr show | grep -c {lab.VIP} || true").strip() == "1"

@@ -2,6 +2,7 @@
 restart-only-on-change, and the download/verify path of `binaries.sh` against a file:// mirror."""
 import hashlib
 import io
+import re
 import shutil
 import subprocess
 import tarfile
@@ -509,3 +510,67 @@ esac
     reads = [i for i, c in enumerate(calls) if "InvocationID" in c]
     assert reads[0] < restart and len([i for i in reads if i > restart]) == 4, calls
     assert calls[-1] == "health-wait restarted" and calls.index("health-wait restarted") > reads[-1]
+
+
+def test_an_lb_host_leaving_is_not_dropped_from_the_running_keepalived(tmp_path):
+    """A peer list that only lost hosts (an LB host leaving) is written but keepalived is not
+    reloaded: dropped from the master's adverts before its own teardown stops it, the leaver took
+    the VIP too (CI and the lab, 2026-12-03: two holders, connections through the VIP reset).
+    Any other change, a peer joining among them, is reloaded."""
+    from components.remote import render
+
+    def conf(peers, priority=120):
+        return render("keepalived.conf.in", name="lab1", state="MASTER", interface="host0", router_id=51,
+                      priority=priority, ip="10.77.0.11", auth_pass="pw", vip="10.77.0.100", lb_port=16443,
+                      peers="\n".join(f"        {p}" for p in peers))
+
+    def only_left(old, new):
+        (tmp_path / "old").write_text(old)
+        (tmp_path / "new").write_text(new)
+        r = step("t", [], f'rc=0; khw_vrrp_only_left "$(cat {tmp_path}/old)" "$(cat {tmp_path}/new)" || rc=$?\n'
+                         'echo "rc=$rc"\n', {})
+        assert r.returncode == 0, r.stderr
+        return r.stdout.strip()
+
+    three, two = conf(["10.77.0.12", "10.77.0.13"]), conf(["10.77.0.12"])
+    assert only_left(three, two) == "10.77.0.13\nrc=0"
+    assert only_left(three, conf([])) == "10.77.0.12 10.77.0.13\nrc=0"  # the last peer gone
+    assert only_left(two, three).endswith("rc=1")  # one joins: reloaded
+    assert only_left(three, conf(["10.77.0.12", "10.77.0.14"])).endswith("rc=1")  # one leaves, one joins
+    assert only_left(three, conf(["10.77.0.12"], priority=110)).endswith("rc=1")  # and its priority changes
+    assert only_left(three, three).endswith("rc=1")
+
+
+def test_api_lb_writes_a_shrunk_peer_list_but_reloads_only_nginx(tmp_path):
+    """api-lb.sh itself, on a host whose LB files live under a temp folder: the upstream list and
+    the peer list both lose lab3; nginx is reloaded, keepalived is not, and says why."""
+    lb = tmp_path / "lb"
+    fake, log = tmp_path / "bin", tmp_path / "calls"
+    fake.mkdir()
+    (fake / "systemctl").write_text(f'#!/bin/sh\necho "systemctl $*" >> {log}\n'
+                                    'case "$*" in is-active*|enable*) exit 0 ;; esac\n')
+    (fake / "ss").write_text("#!/bin/sh\necho LISTEN\n")
+    for f in ("systemctl", "ss"):
+        (fake / f).chmod(0o755)
+    body = (f"export PATH={fake}:$PATH\n"
+            + script("api-lb.sh").replace("/etc/kube-hardway/lb", str(lb)).replace("/etc/systemd/system", str(lb)))
+    env = {"KHW_VRRP_INTERFACE": "host0", "KHW_IP": "10.77.0.11", "KHW_LB_PORT": "16443"}
+
+    def files(upstreams, peers):
+        return [(f"{lb}/nginx.conf", "".join(f"server {u}:6443;\n" for u in upstreams), "0644"),
+                (f"{lb}/keepalived.conf.in", "unicast_peer {\n" + "".join(f"  {p}\n" for p in peers) + "}\n", "0600")]
+
+    first = step("api-lb", files(["10.77.0.11", "10.77.0.12", "10.77.0.13"], ["10.77.0.12", "10.77.0.13"]), body, env)
+    assert first.returncode == 0, first.stderr
+    log.write_text("")
+    r = step("api-lb", files(["10.77.0.11", "10.77.0.12"], ["10.77.0.12"]), body, env, mode="update")
+    assert r.returncode == 0, r.stderr
+    calls = log.read_text()
+    assert "systemctl reload kube-apiserver-lb.service" in calls
+    assert not re.search(r"(reload|restart|start|stop) .*kube-apiserver-vip", calls), calls
+    assert "VRRP peer(s) leaving: 10.77.0.13" in r.stdout
+    assert "10.77.0.13" not in (lb / "keepalived.conf").read_text()  # the file says what is wanted
+
+    log.write_text("")  # a joining peer is reloaded
+    r = step("api-lb", files(["10.77.0.11", "10.77.0.12"], ["10.77.0.12", "10.77.0.14"]), body, env, mode="update")
+    assert r.returncode == 0 and "systemctl reload kube-apiserver-vip.service" in log.read_text(), r.stdout
