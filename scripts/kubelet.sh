@@ -9,7 +9,7 @@ khw_take_staged /opt/kubernetes/bin/kubelet  # a new version: only now, as kubel
 kc=/opt/kubernetes/cfg/kubelet.kubeconfig
 if [ -f "$kc" ] && grep -q '^    server: ' "$kc" && ! grep -qxF "    server: $KHW_ENDPOINT" "$kc"; then
   sed -i "s|^    server: .*|    server: $KHW_ENDPOINT|" "$kc"
-  KHW_CHANGED+=("$kc")
+  khw_note_changed "$kc"
   khw_log "kubelet.kubeconfig now names the API endpoint $KHW_ENDPOINT"
 fi
 # The CAs it trusts follow bootstrap.kubeconfig's too: a CA rotation (caRotation: trust) puts the
@@ -17,7 +17,7 @@ fi
 ca=$(grep -m1 '^    certificate-authority-data: ' /opt/kubernetes/cfg/bootstrap.kubeconfig || true)
 if [ -f "$kc" ] && [ -n "$ca" ] && grep -q '^    certificate-authority-data: ' "$kc" && ! grep -qxF "$ca" "$kc"; then
   sed -i "s|^    certificate-authority-data: .*|$ca|" "$kc"
-  KHW_CHANGED+=("$kc")
+  khw_note_changed "$kc"
   khw_log "kubelet.kubeconfig now trusts the CAs of bootstrap.kubeconfig"
 fi
 # A client certificate the signing CA did not sign (caRotation: sign) goes, with the kubeconfig
@@ -28,7 +28,7 @@ if [ -s "$cert" ] && ! openssl verify -CAfile /opt/kubernetes/ssl/ca-signing.pem
   khw_log "the kubelet's client certificate is not from the signing CA: bootstrapping again"
 fi
 # no certificate (a first join, or one a run killed here removed): (re)start it to ask for one
-if [ ! -s "$cert" ] || [ ! -f "$kc" ]; then KHW_CHANGED+=("$cert"); fi
+if [ ! -s "$cert" ] || [ ! -f "$kc" ]; then khw_note_changed "$cert"; fi
 khw_service kubelet.service /var/lib/kube-hardway/ /opt/kubernetes/bin/kubelet /opt/kubernetes/cfg/kubelet /opt/kubernetes/cfg/bootstrap.kubeconfig /opt/kubernetes/ssl/
 export KHW_UNIT=kubelet.service
 khw_wait 180 "kubelet client certificate (CSR approval)" test -s "$cert"

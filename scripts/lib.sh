@@ -32,11 +32,35 @@ khw_put() {
     rm -f "$tmp"; return 0
   fi
   mv -fT "$tmp" "$path"
-  KHW_CHANGED+=("$path")
+  khw_note_changed "$path"
   khw_log "wrote $path"
 }
 
-# khw_changed [PREFIX...]: true when any file written by this run starts with a prefix.
+# khw_note_changed PATH...: this run changed PATH. Noted on the host too, until the step ends
+# well: a run cut off between writing a file and restarting its service (a killed CLI, a lost
+# connection) would leave the service on the old file, and the next run, with nothing left to
+# write, would restart nothing. It starts from the cut-off run's changes instead (khw_hold).
+khw_note_changed() {
+  KHW_CHANGED+=("$@")
+  mkdir -p "$KHW_STATE/changed"
+  printf '%s\n' "$@" >> "$KHW_STATE/changed/$KHW_STEP"
+}
+
+# khw_forget_changed PATH...: changes this run chose not to act on (api-lb.sh: a leaving peer).
+khw_forget_changed() {
+  local c p keep=()
+  [ "${#KHW_CHANGED[@]}" -gt 0 ] || return 0
+  for c in "${KHW_CHANGED[@]}"; do
+    for p in "$@"; do [ "$c" != "$p" ] || continue 2; done
+    keep+=("$c")
+  done
+  KHW_CHANGED=()
+  rm -f "$KHW_STATE/changed/$KHW_STEP"
+  [ "${#keep[@]}" -eq 0 ] || khw_note_changed "${keep[@]}"
+}
+
+# khw_changed [PREFIX...]: true when any file written by this run (or by a run of this step that
+# was cut off: khw_note_changed) starts with a prefix.
 khw_changed() {
   local p c
   [ "${#KHW_CHANGED[@]}" -gt 0 ] || return 1
@@ -177,7 +201,7 @@ khw_take_staged() {
   for p in "$@"; do
     [ -f "$p.next" ] || continue
     mv -f "$p.next" "$p"
-    KHW_CHANGED+=("$p")
+    khw_note_changed "$p"
     khw_log "put the new $p in place"
   done
 }
@@ -283,6 +307,7 @@ khw_prune() {
 
 khw_disown() { # teardown
   local f="$KHW_STATE/owned/$KHW_STEP" p
+  rm -f "$KHW_STATE/changed/$KHW_STEP"; rmdir "$KHW_STATE/changed" 2>/dev/null || true
   if [ -f "$f" ]; then
     while IFS= read -r p; do [ -z "$p" ] || khw_remove "$p"; done < "$f"
     rm -f "$f"
@@ -308,6 +333,10 @@ khw_hold() {
   elif [ ! -s "$f" ]; then
     echo pending > "$f"
   fi
+  if [ -s "$KHW_STATE/changed/$KHW_STEP" ]; then
+    mapfile -t KHW_CHANGED < "$KHW_STATE/changed/$KHW_STEP"
+    khw_log "acting on what a cut-off run changed: ${KHW_CHANGED[*]}"
+  fi
   trap khw_finish EXIT
 }
 
@@ -315,6 +344,7 @@ khw_finish() { # on exit: a step that succeeded holds for good; a create that fa
   # forgotten by Pulumi (the next `up` creates it again), so it gives up its line
   local rc=$? f; f=$(khw_holders)
   [ -z "$KHW_FENCED" ] || khw_unfence
+  if [ "$rc" = 0 ]; then rm -f "$KHW_STATE/changed/$KHW_STEP"; rmdir "$KHW_STATE/changed" 2>/dev/null || true; fi
   [ -f "$f" ] || return 0
   if [ "$rc" = 0 ]; then
     sed -i '$s/^pending$/held/' "$f"

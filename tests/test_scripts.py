@@ -570,7 +570,37 @@ def test_api_lb_writes_a_shrunk_peer_list_but_reloads_only_nginx(tmp_path):
     assert not re.search(r"(reload|restart|start|stop) .*kube-apiserver-vip", calls), calls
     assert "VRRP peer(s) leaving: 10.77.0.13" in r.stdout
     assert "10.77.0.13" not in (lb / "keepalived.conf").read_text()  # the file says what is wanted
+    assert not Path(STATE, "changed").exists()  # held on purpose: not for the next run to act on
 
     log.write_text("")  # a joining peer is reloaded
     r = step("api-lb", files(["10.77.0.11", "10.77.0.12"], ["10.77.0.12", "10.77.0.14"]), body, env, mode="update")
     assert r.returncode == 0 and "systemctl reload kube-apiserver-vip.service" in log.read_text(), r.stdout
+
+
+def test_a_run_cut_off_before_its_restart_is_restarted_by_the_next_run(tmp_path):
+    """A run killed after writing a service's file but before restarting it (a killed CLI, a
+    lost connection: the script dies at its next output) left the file as wanted and the service
+    on the old one; the next run found nothing to write and restarted nothing. The changes are
+    noted on the host until the step ends well, and the next run acts on them, once."""
+    fake, log, marker = tmp_path / "bin", tmp_path / "calls", tmp_path / "killed-once"
+    fake.mkdir()
+    (fake / "systemctl").write_text(f'#!/bin/sh\necho "systemctl $*" >> {log}\n'
+                                    'case "$*" in is-active*) exit 0 ;; *InvocationID*) date +%s%N ;; esac\n')
+    (fake / "systemctl").chmod(0o755)
+    conf = tmp_path / "cfg/svc.conf"
+    body = (f"export PATH={fake}:$PATH\n"
+            f'if [ ! -e {marker} ]; then touch {marker}; kill -9 $$; fi\n'
+            f"khw_service svc.service {tmp_path}/cfg/\n")
+    cut = step("svc", [(str(conf), "new\n", "0644")], body, {})
+    assert cut.returncode != 0 and conf.read_text() == "new\n" and not log.exists()
+    assert Path(STATE, "changed", "svc").read_text() == f"{conf}\n"
+
+    again = step("svc", [(str(conf), "new\n", "0644")], body, {}, mode="update")  # nothing to write
+    assert again.returncode == 0, again.stderr
+    assert "systemctl restart --no-block svc.service" in log.read_text()
+    assert f"acting on what a cut-off run changed: {conf}" in again.stdout
+    assert not Path(STATE, "changed").exists()
+
+    log.write_text("")
+    third = step("svc", [(str(conf), "new\n", "0644")], body, {}, mode="update")
+    assert third.returncode == 0 and "restart" not in log.read_text()
