@@ -36,14 +36,26 @@ khw_put() {
   khw_log "wrote $path"
 }
 
-# khw_note_changed PATH...: this run changed PATH. Noted on the host too, until the step ends
-# well: a run cut off between writing a file and restarting its service (a killed CLI, a lost
+# khw_note_changed PATH...: this run changed PATH. Noted on the host too, until a restart or
+# reload that it calls for was issued (khw_acted) or the step ends well: a run cut off between writing a file and restarting its service (a killed CLI, a lost
 # connection) would leave the service on the old file, and the next run, with nothing left to
 # write, would restart nothing. It starts from the cut-off run's changes instead (khw_hold).
 khw_note_changed() {
   KHW_CHANGED+=("$@")
   mkdir -p "$KHW_STATE/changed"
   printf '%s\n' "$@" >> "$KHW_STATE/changed/$KHW_STEP"
+}
+
+# khw_acted [PREFIX...]: the changes under these prefixes have been acted on (a restart or a
+# reload was issued): a later cut-off need not repeat it. They stay in KHW_CHANGED for this run.
+khw_acted() {
+  local f="$KHW_STATE/changed/$KHW_STEP" c p keep=()
+  [ -s "$f" ] || return 0
+  while IFS= read -r c; do
+    for p in "$@"; do case "$c" in "$p"*) continue 2 ;; esac; done
+    keep+=("$c")
+  done < "$f"
+  if [ "${#keep[@]}" -gt 0 ]; then printf '%s\n' "${keep[@]}" > "$f"; else rm -f "$f"; fi
 }
 
 # khw_forget_changed PATH...: changes this run chose not to act on (api-lb.sh: a leaving peer).
@@ -90,6 +102,7 @@ khw_service() {
     # a step may prepare the restart of a running unit (kube-apiserver.sh: the fence)
     if [ "$KHW_SERVICE_ACTION" = restarted ] && declare -F khw_before_restart >/dev/null; then khw_before_restart; fi
     systemctl restart --no-block "$unit"
+    khw_acted "/etc/systemd/system/$unit" "$@"
     # --no-block returns before the old process has stopped, and one that is stopping may still
     # answer a health check (etcd does for seconds): the caller's wait would pass at once and the
     # next host restart too. So wait for the new invocation to begin.
@@ -119,6 +132,7 @@ khw_service_reload() {
   if systemctl is-active --quiet "$unit" && ! khw_changed "/etc/systemd/system/$unit" && khw_changed "$@"; then
     khw_log "reloading $unit"
     systemctl reload "$unit"
+    khw_acted "$@"
     # shellcheck disable=SC2034
     KHW_SERVICE_ACTION=reloaded
   else

@@ -139,8 +139,12 @@ def check_workloads(e: Engine, nodes: list[str]) -> None:
     for n in nodes:
         assert urllib.request.urlopen(f"http://{HOSTS[n]}:30080/", timeout=5).status == 200
     # metrics-server (seed 000): figures for the nodes and the pods
-    top = wait_for("kubectl top nodes", lambda: e.kubectl("top", "nodes", check=False), timeout=90)
-    assert all(re.search(rf"^{n}\s+\d+m", top, re.M) for n in nodes), top
+    # (a kubelet restarted last is measured after two scrapes: <unknown> until then)
+    def every_node_measured():
+        top = e.kubectl("top", "nodes", check=False)
+        assert all(re.search(rf"^{n}\s+\d+m", top, re.M) for n in nodes), top
+        return top
+    wait_for("kubectl top nodes: figures for every node", every_node_measured, timeout=90)
     tops = wait_for("kubectl top pods", lambda: e.kubectl("top", "pods", "-n", "kube-system", check=False), timeout=90)
     assert re.search(r"^coredns-\S+\s+\d+m\s+\d+Mi", tops, re.M), tops
     if "dashboardUrl" in e.pulumi("stack", "output", "--json"):

@@ -604,3 +604,23 @@ def test_a_run_cut_off_before_its_restart_is_restarted_by_the_next_run(tmp_path)
     log.write_text("")
     third = step("svc", [(str(conf), "new\n", "0644")], body, {}, mode="update")
     assert third.returncode == 0 and "restart" not in log.read_text()
+
+
+def test_a_run_cut_off_after_its_restart_does_not_restart_again(tmp_path):
+    """Cut off after the restart was issued (in the health wait, say): the next run has nothing
+    left to act on and restarts nothing more."""
+    fake, log, marker = tmp_path / "bin", tmp_path / "calls", tmp_path / "killed-once"
+    fake.mkdir()
+    (fake / "systemctl").write_text(f'#!/bin/sh\necho "systemctl $*" >> {log}\n'
+                                    'case "$*" in is-active*) exit 0 ;; *InvocationID*) date +%s%N ;; esac\n')
+    (fake / "systemctl").chmod(0o755)
+    conf = tmp_path / "cfg/svc.conf"
+    body = (f"export PATH={fake}:$PATH\n"
+            f"khw_service svc.service {tmp_path}/cfg/\n"
+            f'if [ ! -e {marker} ]; then touch {marker}; kill -9 $$; fi\n')
+    cut = step("svc", [(str(conf), "new\n", "0644")], body, {})
+    assert cut.returncode != 0 and "systemctl restart --no-block svc.service" in log.read_text()
+    assert not Path(STATE, "changed", "svc").exists()
+    log.write_text("")
+    again = step("svc", [(str(conf), "new\n", "0644")], body, {}, mode="update")
+    assert again.returncode == 0 and "restart" not in log.read_text() and "cut-off" not in again.stdout
