@@ -577,17 +577,23 @@ def test_api_lb_writes_a_shrunk_peer_list_but_reloads_only_nginx(tmp_path):
     assert r.returncode == 0 and "systemctl reload kube-apiserver-vip.service" in log.read_text(), r.stdout
 
 
+def _svc_fakes(tmp_path):
+    """A systemctl that logs its calls and a running svc.service; where a run notes it was cut
+    off once; the service's config file."""
+    fake, log = tmp_path / "bin", tmp_path / "calls"
+    fake.mkdir()
+    (fake / "systemctl").write_text(f'#!/bin/sh\necho "systemctl $*" >> {log}\n'
+                                    'case "$*" in is-active*) exit 0 ;; *InvocationID*) date +%s%N ;; esac\n')
+    (fake / "systemctl").chmod(0o755)
+    return fake, log, tmp_path / "killed-once", tmp_path / "cfg/svc.conf"
+
+
 def test_a_run_cut_off_before_its_restart_is_restarted_by_the_next_run(tmp_path):
     """A run killed after writing a service's file but before restarting it (a killed CLI, a
     lost connection: the script dies at its next output) left the file as wanted and the service
     on the old one; the next run found nothing to write and restarted nothing. The changes are
     noted on the host until the step ends well, and the next run acts on them, once."""
-    fake, log, marker = tmp_path / "bin", tmp_path / "calls", tmp_path / "killed-once"
-    fake.mkdir()
-    (fake / "systemctl").write_text(f'#!/bin/sh\necho "systemctl $*" >> {log}\n'
-                                    'case "$*" in is-active*) exit 0 ;; *InvocationID*) date +%s%N ;; esac\n')
-    (fake / "systemctl").chmod(0o755)
-    conf = tmp_path / "cfg/svc.conf"
+    fake, log, marker, conf = _svc_fakes(tmp_path)
     body = (f"export PATH={fake}:$PATH\n"
             f'if [ ! -e {marker} ]; then touch {marker}; kill -9 $$; fi\n'
             f"khw_service svc.service {tmp_path}/cfg/\n")
@@ -609,12 +615,7 @@ def test_a_run_cut_off_before_its_restart_is_restarted_by_the_next_run(tmp_path)
 def test_a_run_cut_off_after_its_restart_does_not_restart_again(tmp_path):
     """Cut off after the restart was issued (in the health wait, say): the next run has nothing
     left to act on and restarts nothing more."""
-    fake, log, marker = tmp_path / "bin", tmp_path / "calls", tmp_path / "killed-once"
-    fake.mkdir()
-    (fake / "systemctl").write_text(f'#!/bin/sh\necho "systemctl $*" >> {log}\n'
-                                    'case "$*" in is-active*) exit 0 ;; *InvocationID*) date +%s%N ;; esac\n')
-    (fake / "systemctl").chmod(0o755)
-    conf = tmp_path / "cfg/svc.conf"
+    fake, log, marker, conf = _svc_fakes(tmp_path)
     body = (f"export PATH={fake}:$PATH\n"
             f"khw_service svc.service {tmp_path}/cfg/\n"
             f'if [ ! -e {marker} ]; then touch {marker}; kill -9 $$; fi\n')
