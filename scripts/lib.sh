@@ -37,9 +37,10 @@ khw_put() {
 }
 
 # khw_note_changed PATH...: this run changed PATH. Noted on the host too, until a restart or
-# reload that it calls for was issued (khw_acted) or the step ends well: a run cut off between writing a file and restarting its service (a killed CLI, a lost
-# connection) would leave the service on the old file, and the next run, with nothing left to
-# write, would restart nothing. It starts from the cut-off run's changes instead (khw_hold).
+# reload that it calls for was issued (khw_acted) or the step ends well: a run cut off between
+# writing a file and restarting its service (a killed CLI, a lost connection) would leave the
+# service on the old file, and the next run, with nothing left to write, would restart nothing.
+# It starts from the cut-off run's changes instead (khw_hold).
 khw_note_changed() {
   KHW_CHANGED+=("$@")
   mkdir -p "$KHW_STATE/changed"
