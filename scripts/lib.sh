@@ -49,15 +49,7 @@ khw_note_changed() {
 
 # khw_acted [PREFIX...]: the changes under these prefixes have been acted on (a restart or a
 # reload was issued): a later cut-off need not repeat it. They stay in KHW_CHANGED for this run.
-khw_acted() {
-  local f="$KHW_STATE/changed/$KHW_STEP" c p keep=()
-  [ -s "$f" ] || return 0
-  while IFS= read -r c; do
-    for p in "$@"; do case "$c" in "$p"*) continue 2 ;; esac; done
-    keep+=("$c")
-  done < "$f"
-  if [ "${#keep[@]}" -gt 0 ]; then printf '%s\n' "${keep[@]}" > "$f"; else rm -f "$f"; fi
-}
+khw_acted() { _khw_unnote prefix "$@"; }
 
 # khw_forget_changed PATH...: changes this run chose not to act on (api-lb.sh: a leaving peer).
 khw_forget_changed() {
@@ -68,9 +60,25 @@ khw_forget_changed() {
     keep+=("$c")
   done
   KHW_CHANGED=()
-  rm -f "$KHW_STATE/changed/$KHW_STEP"
-  [ "${#keep[@]}" -eq 0 ] || khw_note_changed "${keep[@]}"
+  [ "${#keep[@]}" -eq 0 ] || KHW_CHANGED=("${keep[@]}")
+  _khw_unnote exact "$@"
 }
+
+# _khw_unnote exact|prefix PATH...: drop the matching entries from the step's noted changes
+_khw_unnote() {
+  local how=$1 f="$KHW_STATE/changed/$KHW_STEP" c p keep=(); shift
+  [ -s "$f" ] || return 0
+  while IFS= read -r c; do
+    for p in "$@"; do
+      if [ "$how" = prefix ]; then case "$c" in "$p"*) continue 2 ;; esac
+      elif [ "$c" = "$p" ]; then continue 2; fi
+    done
+    keep+=("$c")
+  done < "$f"
+  if [ "${#keep[@]}" -gt 0 ]; then printf '%s\n' "${keep[@]}" > "$f"; else _khw_unnote_all; fi
+}
+
+_khw_unnote_all() { rm -f "$KHW_STATE/changed/$KHW_STEP"; rmdir "$KHW_STATE/changed" 2>/dev/null || true; }
 
 # khw_changed [PREFIX...]: true when any file written by this run (or by a run of this step that
 # was cut off: khw_note_changed) starts with a prefix.
@@ -322,7 +330,7 @@ khw_prune() {
 
 khw_disown() { # teardown
   local f="$KHW_STATE/owned/$KHW_STEP" p
-  rm -f "$KHW_STATE/changed/$KHW_STEP"; rmdir "$KHW_STATE/changed" 2>/dev/null || true
+  _khw_unnote_all
   if [ -f "$f" ]; then
     while IFS= read -r p; do [ -z "$p" ] || khw_remove "$p"; done < "$f"
     rm -f "$f"
@@ -359,7 +367,7 @@ khw_finish() { # on exit: a step that succeeded holds for good; a create that fa
   # forgotten by Pulumi (the next `up` creates it again), so it gives up its line
   local rc=$? f; f=$(khw_holders)
   [ -z "$KHW_FENCED" ] || khw_unfence
-  if [ "$rc" = 0 ]; then rm -f "$KHW_STATE/changed/$KHW_STEP"; rmdir "$KHW_STATE/changed" 2>/dev/null || true; fi
+  [ "$rc" != 0 ] || _khw_unnote_all
   [ -f "$f" ] || return 0
   if [ "$rc" = 0 ]; then
     sed -i '$s/^pending$/held/' "$f"
